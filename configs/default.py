@@ -1,0 +1,75 @@
+"""Shared defaults for every vit-jax config; the other configs start from these.
+
+Not meant to be run on its own: the model is the tiny "testing" variant on digits.
+  python -m vit_jax.train --config configs/default.py --workdir /tmp/vit_default
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the default ConfigDict (every field a config may override)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # --- Model (see vit_jax.models.VisionTransformer for each field's meaning).
+    config.model = ml_collections.ConfigDict()
+    config.model.variant = "testing"  # a name from vit_jax/variants.py, e.g. "B/16"
+    config.model.patch_size = ml_collections.FieldReference(None, field_type=int)  # None: variant's
+    config.model.classifier = "token"
+    config.model.representation_size = ml_collections.FieldReference(None, field_type=int)
+    config.model.dropout_rate = 0.0
+    config.model.attention_dropout_rate = 0.0
+    config.model.stochastic_depth = 0.0
+    config.model.gelu_approximate = True
+    config.model.attention_impl = ml_collections.FieldReference(None, field_type=str)
+    config.model.remat = False
+    config.model.scan = False
+    config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
+    config.model.head_bias_init = 0.0
+
+    # --- Data (tensorflow-datasets).
+    config.dataset = "digits"  # a tfds name: "digits" (bundled), "cifar10", "imagenet2012", ...
+    config.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: tfds default
+    config.train_split = "train"
+    config.eval_split = "validation"  # model selection only; the test split is reported apart
+    config.test_split = ml_collections.FieldReference(None, field_type=str)  # e.g. "test"
+    config.image_size = 32
+    config.augment = "inception_crop"  # "inception_crop" | "pad_crop" | "none"
+    config.crop_min_area = 0.05  # inception crop: smallest area fraction
+    config.pad_crop_pixels = 2  # pad_crop: max shift in pixels (of the resized image)
+    config.flip = True  # random horizontal flip (not for digits)
+    config.eval_resize_ratio = 0.875  # eval: resize to image_size / ratio, centre crop
+    config.shuffle_buffer = 10_000
+    config.prefetch = 2
+
+    # --- Optimisation (optax).
+    config.optimizer = "adamw"  # "adamw" | "sgd"
+    config.learning_rate = 1e-3  # peak (after warm-up)
+    config.schedule = "cosine"  # "cosine" | "linear" | "constant" (after warm-up)
+    config.warmup_steps = 10
+    config.end_learning_rate = 0.0
+    config.b1 = 0.9
+    config.b2 = 0.999
+    config.momentum = 0.9  # sgd
+    config.weight_decay = 0.0
+    config.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
+    config.label_smoothing = 0.0
+    config.batch_size = 64  # global batch (all devices, all processes)
+    config.grad_accum_steps = 1  # micro-batches per optimizer step (optax.MultiSteps)
+    config.num_train_steps = 100
+    config.num_epochs = ml_collections.FieldReference(None, field_type=float)  # overrides steps
+
+    # --- Fine-tuning from a released .npz (or a vit-jax checkpoint).
+    config.init_checkpoint = ""  # path to .npz; "" trains from scratch
+    config.reinit_head = True  # new head (zeros) for the new class count
+
+    # --- Parallelism, logging, checkpoints.
+    config.parallelism = "jit"  # "jit" (sharded over a device mesh) | "pmap"
+    config.log_every_steps = 10
+    config.eval_every_steps = 0  # 0: only at the end
+    config.checkpoint_every_steps = 50
+    config.max_checkpoints_to_keep = 2
+    config.sync_every_steps = 10  # block on the device at least this often (CPU deadlock guard)
+    config.eval_batch_size = 256
+    return config
