@@ -229,8 +229,8 @@ class Encoder(nn.Module):
             # One compiled block applied num_layers times: compile time independent of depth.
             # Params gain a leading layer axis; checkpoint.py unstacks them for the npz.
             scanned = nn.scan(
-                block_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                in_axes=0, length=self.num_layers,
+                block_cls, variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True}, in_axes=0, length=self.num_layers,
             )
             rates = jnp.asarray(drop_rates, jnp.float32) if self.stochastic_depth else None
             if rates is None:
