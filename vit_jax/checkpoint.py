@@ -74,7 +74,7 @@ def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    arrays = {key: np.asarray(value) for key, value in flat.items()}
+    arrays = {key: np.asarray(flat[key]) for key in sorted(flat)}  # stable file order
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as f:

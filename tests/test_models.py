@@ -1,0 +1,180 @@
+"""vit_jax.models: shapes, options, variants and the clear errors of bad input."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax import checkpoint, models
+
+# Parameter counts of the released 1000-class models (timm / official), 224² input.
+RELEASED_COUNTS = {
+    "Ti/16": 5_717_416,
+    "S/16": 22_050_664,
+    "S/32": 22_878_952,
+    "B/8": 86_576_872,
+    "B/16": 86_567_656,
+    "B/32": 88_224_232,
+    "L/16": 304_326_632,
+    "L/32": 306_535_400,
+    "H/14": 632_045_800,
+}
+
+
+def _randomize(params, seed=3):
+    """Adds noise to every parameter: the zero-initialised head and class token included,
+    or logits comparisons would prove nothing."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    noisy = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(treedef, noisy)
+
+
+def _init(model, size=32, seed=0):
+    images = jax.random.normal(jax.random.key(seed + 1), (2, size, size, 3))
+    return model.init(jax.random.key(seed), images)["params"], images
+
+
+@pytest.mark.parametrize("variant", sorted(RELEASED_COUNTS))
+def test_parameter_count_equals_released_model(variant):
+    model = models.create_model(variant, num_classes=1000)
+    assert models.count_params(models.param_shapes(model, 224)) == RELEASED_COUNTS[variant]
+
+
+def test_released_21k_layout_with_representation():
+    # ViT-B/16 ImageNet-21k: 21843 classes and a 768-wide pre-logits layer.
+    model = models.create_model("B/16", num_classes=21843, representation_size=768)
+    shapes = checkpoint.flatten(models.param_shapes(model, 224))
+    assert shapes["pre_logits/kernel"].shape == (768, 768)
+    assert shapes["head/kernel"].shape == (768, 21843)
+    assert shapes["Transformer/posembed_input/pos_embedding"].shape == (1, 197, 768)
+    assert shapes["Transformer/encoderblock_11/MultiHeadDotProductAttention_1/query/kernel"].shape \
+        == (768, 12, 64)
+    assert shapes["embedding/kernel"].shape == (16, 16, 3, 768)
+
+
+def test_forward_shapes_and_features():
+    model = models.create_model("testing", num_classes=7)
+    params, images = _init(model)
+    logits, feats = model.apply({"params": params}, images, return_features=True)
+    chex.assert_shape(logits, (2, 7))
+    assert logits.dtype == jnp.float32
+    chex.assert_shape(feats["embedded"], (2, 65, 32))  # 8x8 patches + class token
+    chex.assert_shape([feats["block_0"], feats["block_1"], feats["encoded"]], (2, 65, 32))
+    chex.assert_shape(feats["pre_logits"], (2, 32))
+
+
+def test_gap_has_no_class_token_and_pools_after_norm():
+    model = models.create_model("testing", num_classes=3, classifier="gap")
+    params, images = _init(model)
+    assert "cls" not in params
+    _, feats = model.apply({"params": params}, images, return_features=True)
+    chex.assert_shape(feats["encoded"], (2, 64, 32))
+    np.testing.assert_allclose(feats["pre_logits"], feats["encoded"].mean(axis=1), rtol=1e-6)
+
+
+def test_representation_layer_is_dense_tanh():
+    model = models.create_model("testing", num_classes=3, representation_size=16)
+    params, images = _init(model)
+    _, feats = model.apply({"params": params}, images, return_features=True)
+    pooled = feats["encoded"][:, 0]
+    expected = jnp.tanh(pooled @ params["pre_logits"]["kernel"] + params["pre_logits"]["bias"])
+    np.testing.assert_allclose(feats["pre_logits"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_patch_embedding_equals_strided_convolution():
+    model = models.create_model("testing", num_classes=3)
+    params, images = _init(model)
+    _, feats = model.apply({"params": params}, images, return_features=True)
+    kernel, bias = params["embedding"]["kernel"], params["embedding"]["bias"]
+    conv = jax.lax.conv_general_dilated(
+        images, kernel, (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ) + bias  # (B, 8, 8, D)
+    np.testing.assert_allclose(feats["embedded"][:, 1:], conv.reshape(2, 64, 32), atol=1e-5)
+
+
+def test_scan_and_remat_compute_the_same_function():
+    base = models.create_model("testing", num_classes=5)
+    params, images = _init(base)
+    # Give the zero-initialised head and class token values so logits mean something.
+    params = _randomize(params)
+    expected = base.apply({"params": params}, images)
+    stacked = checkpoint.npz_dict_to_params(checkpoint.params_to_npz_dict(params), scan=True)
+    for kwargs, p in [({"scan": True}, stacked), ({"remat": True}, params),
+                      ({"scan": True, "remat": True}, stacked)]:
+        got = models.create_model("testing", num_classes=5, **kwargs).apply({"params": p}, images)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=str(kwargs))
+
+
+def test_explicit_attention_path_matches_fused_and_rows_sum_to_one():
+    model = models.create_model("testing", num_classes=5)
+    params, images = _init(model)
+    params = _randomize(params)
+    fused = model.apply({"params": params}, images)
+    explicit, feats = model.apply(
+        {"params": params}, images, return_features=True, return_attention=True
+    )
+    np.testing.assert_allclose(explicit, fused, rtol=1e-5, atol=1e-6)
+    chex.assert_shape(feats["attention_1"], (2, 4, 65, 65))
+    np.testing.assert_allclose(feats["attention_1"].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_gelu_default_is_tanh_approximation():
+    assert models.create_model("testing", num_classes=2).gelu_approximate is True
+    params, images = _init(models.create_model("testing", num_classes=2))
+    params = _randomize(params)
+    approx = models.create_model("testing", num_classes=2).apply({"params": params}, images)
+    exact = models.create_model("testing", num_classes=2, gelu_approximate=False).apply(
+        {"params": params}, images)
+    assert np.abs(approx - exact).max() > 1e-4
+
+
+def test_bf16_compute_keeps_float32_params():
+    model = models.create_model("testing", num_classes=5, dtype=jnp.bfloat16)
+    params, images = _init(model)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    logits = model.apply({"params": params}, images)
+    assert logits.dtype == jnp.float32
+
+
+def test_dropout_and_stochastic_depth_only_in_training():
+    model = models.create_model(
+        "testing", num_classes=5, dropout_rate=0.1, attention_dropout_rate=0.1,
+        stochastic_depth=0.5)
+    params, images = _init(model)
+    params = _randomize(params)
+    eval_a = model.apply({"params": params}, images)
+    eval_b = model.apply({"params": params}, images)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a = model.apply({"params": params}, images, train=True,
+                          rngs={"dropout": jax.random.key(1)})
+    train_b = model.apply({"params": params}, images, train=True,
+                          rngs={"dropout": jax.random.key(2)})
+    assert np.abs(train_a - train_b).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((2, 30, 32, 3), "not divisible by the patch size"),
+     ((2, 32, 32, 1), "3 colour channels"),
+     ((32, 32, 3), "Expected images of shape")],
+)
+def test_bad_images_give_clear_errors(shape, message):
+    model = models.create_model("testing", num_classes=2)
+    with pytest.raises(ValueError, match=message):
+        model.init(jax.random.key(0), jnp.zeros(shape))
+
+
+def test_position_embedding_size_mismatch_is_explained():
+    model = models.create_model("testing", num_classes=2)
+    params, _ = _init(model, size=32)
+    with pytest.raises(ValueError, match="resize_posemb"):
+        model.apply({"params": params}, jnp.zeros((1, 48, 48, 3)))
+
+
+def test_unknown_variant_and_option():
+    with pytest.raises(ValueError, match=r"Unknown ViT variant 'B/15'.*'B/16'"):
+        models.create_model("B/15", num_classes=2)
+    with pytest.raises(TypeError, match="hidden_sise"):
+        models.create_model("testing", num_classes=2, hidden_sise=3)
