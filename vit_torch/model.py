@@ -1,0 +1,353 @@
+"""The Vision Transformer in PyTorch: a reference twin of `vit_jax.models`.
+
+Computes exactly the function of the Flax model (same options, same defaults, tanh GELU,
+LayerNorm eps 1e-6, "gap" pooling after the final norm), with timm's parameter names
+(`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`, ...), so timm users
+can read its state dicts. `vit_torch.convert` maps them onto the official `.npz` layout.
+No jax or flax import, directly or indirectly: the variant table is framework-free.
+
+Input is NCHW (B, 3, H, W); features are in the token layout (B, N, D) like the Flax model.
+Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vit_jax.variants import decode_variant
+
+__all__ = ["LAYER_NORM_EPS", "VisionTransformer", "create_model"]
+
+LAYER_NORM_EPS = 1e-6
+# Std of a standard normal truncated to [-2, 2]; flax's truncated lecun_normal divides by it
+# so that the *truncated* samples have variance 1/fan_in.
+_TRUNC_STD = 0.87962566103423978
+
+
+def _lecun_normal_(weight: Tensor, fan_in: int) -> None:
+    """flax `lecun_normal()`: truncated normal in ±2σ with variance 1/fan_in."""
+    std = math.sqrt(1.0 / fan_in) / _TRUNC_STD
+    nn.init.trunc_normal_(weight, std=std, a=-2.0 * std, b=2.0 * std)
+
+
+def _xavier_square_(weight: Tensor, fan_in: int, fan_out: int) -> None:
+    """Xavier-uniform with explicit fans (a fused qkv matrix must not count as one layer)."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    nn.init.uniform_(weight, -bound, bound)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping P×P patches → D-dim tokens, a stride-P convolution (`embedding`)."""
+
+    def __init__(self, patch_size: int, hidden_size: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, hidden_size, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.proj(x)  # (B, D, H/P, W/P)
+        # Row-major flatten of the grid: the token order of the Flax reshape.
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (timm layout)."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden_size {dim} is not divisible by num_heads {num_heads}.")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, return_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)  # (B, N, 3, K, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, K, N, Dh)
+        drop = self.attn_drop if self.training else 0.0
+        weights = None
+        if return_weights:
+            # Explicit softmax(q·kᵀ/√Dh) in float32, as the Flax model, to return the weights.
+            logits = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, K, N, N)
+            weights = logits.float().softmax(dim=-1)  # (B, K, N, N)
+            y = F.dropout(weights, drop, self.training).to(v.dtype) @ v  # (B, K, N, Dh)
+        else:
+            # Default scale 1/√Dh; uses the fused kernels when available.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, K, N, Dh)
+        y = y.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        return self.proj(y), weights
+
+
+class Mlp(nn.Module):
+    """Linear → GELU → dropout → Linear → dropout (`MlpBlock_3`)."""
+
+    def __init__(self, dim: int, mlp_dim: int, drop: float, gelu_approximate: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, mlp_dim)
+        self.fc2 = nn.Linear(mlp_dim, dim)
+        self.drop = nn.Dropout(drop)
+        self.approximate = "tanh" if gelu_approximate else "none"
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.gelu(self.fc1(x), approximate=self.approximate)  # (B, N, mlp_dim)
+        return self.drop(self.fc2(self.drop(x)))  # (B, N, D)
+
+
+def _drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth: zeroes the whole residual branch of a random subset of samples."""
+    if not training or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
+    return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_dim: int, dropout_rate: float,
+        attention_dropout_rate: float, drop_path: float, gelu_approximate: bool,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = Attention(dim, num_heads, attention_dropout_rate)
+        self.drop = nn.Dropout(dropout_rate)  # after attention, as the Flax block
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, mlp_dim, dropout_rate, gelu_approximate)
+        self.drop_path = drop_path
+
+    def forward(self, x: Tensor, return_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        y, weights = self.attn(self.norm1(x), return_weights)  # (B, N, D)
+        x = x + _drop_path(self.drop(y), self.drop_path, self.training)  # (B, N, D)
+        x = x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)  # (B, N, D)
+        return x, weights
+
+
+class PreLogits(nn.Module):
+    """Linear + tanh "representation" layer; named `pre_logits.fc` as in timm."""
+
+    def __init__(self, dim: int, representation_size: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, representation_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.fc(x))  # (B, R)
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patches → tokens (+ class token, + position) → encoder → pool → head.
+
+    The options mean what they mean in `vit_jax.models.VisionTransformer` (see there);
+    `img_size` (int or (H, W)) sizes the position embedding. Parameters follow timm's
+    names; `init_weights` follows the official Flax initialisers.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        patch_size: int,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_dim: int,
+        classifier: str = "token",
+        representation_size: int | None = None,
+        dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.0,
+        stochastic_depth: float = 0.0,
+        gelu_approximate: bool = True,
+        head_bias_init: float = 0.0,
+        img_size: int | tuple[int, int] = 224,
+    ) -> None:
+        super().__init__()
+        if classifier not in ("token", "gap"):
+            raise ValueError(f"classifier must be 'token' or 'gap', got {classifier!r}.")
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"img_size {h}x{w} is not divisible by the patch size {patch_size}.")
+        self.num_classes, self.classifier = num_classes, classifier
+        self.patch_size, self.hidden_size, self.num_heads = patch_size, hidden_size, num_heads
+        self.head_bias_init = head_bias_init
+        self.grid_size = (h // patch_size, w // patch_size)
+        self.num_prefix_tokens = 1 if classifier == "token" else 0
+        num_tokens = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+
+        self.patch_embed = PatchEmbed(patch_size, hidden_size)
+        self.cls_token = (
+            nn.Parameter(torch.zeros(1, 1, hidden_size)) if classifier == "token" else None
+        )
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, hidden_size))
+        self.pos_drop = nn.Dropout(dropout_rate)
+        # Stochastic depth grows linearly with depth (as np.linspace(0, rate, L) in Flax).
+        rates = [stochastic_depth * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        self.blocks = nn.ModuleList(
+            Block(hidden_size, num_heads, mlp_dim, dropout_rate, attention_dropout_rate,
+                  rates[i], gelu_approximate)
+            for i in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
+        width = hidden_size if representation_size is None else representation_size
+        self.pre_logits = (
+            nn.Identity() if representation_size is None
+            else PreLogits(hidden_size, representation_size)
+        )
+        self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """(Re)initialises every parameter like the official Flax code (scale, not values)."""
+        d = self.hidden_size
+        proj = self.patch_embed.proj
+        _lecun_normal_(proj.weight, fan_in=proj.weight[0].numel())  # fan_in = 3·P·P
+        nn.init.zeros_(proj.bias)
+        if self.cls_token is not None:
+            nn.init.zeros_(self.cls_token)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        for blk in self.blocks:
+            # Flax's q/k/v kernels are (D, K, Dh), each initialised as a flat (D, D) matrix.
+            for part in blk.attn.qkv.weight.chunk(3, dim=0):  # 3 × (D, D) views
+                _xavier_square_(part, d, d)
+            nn.init.zeros_(blk.attn.qkv.bias)
+            _xavier_square_(blk.attn.proj.weight, d, d)  # `out` (K, Dh, D) flattened
+            nn.init.zeros_(blk.attn.proj.bias)
+            for fc in (blk.mlp.fc1, blk.mlp.fc2):
+                nn.init.xavier_uniform_(fc.weight)
+                nn.init.normal_(fc.bias, std=1e-6)
+            for ln in (blk.norm1, blk.norm2):
+                nn.init.ones_(ln.weight)
+                nn.init.zeros_(ln.bias)
+        nn.init.ones_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
+        if isinstance(self.pre_logits, PreLogits):  # flax nn.Dense defaults
+            _lecun_normal_(self.pre_logits.fc.weight, fan_in=d)
+            nn.init.zeros_(self.pre_logits.fc.bias)
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.constant_(self.head.bias, self.head_bias_init)
+
+    def _check_images(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"Expected images of shape (B, 3, H, W), got {tuple(x.shape)}.")
+        _, c, h, w = x.shape
+        if c != 3:
+            raise ValueError(
+                f"Expected 3 colour channels in axis 1 (B, 3, H, W), got {c} (shape "
+                f"{tuple(x.shape)}). NHWC input must be permuted; grayscale repeated to RGB."
+            )
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {p}.")
+        if (h // p, w // p) != self.grid_size:
+            raise ValueError(
+                f"Images of {h}x{w} give a {h // p}x{w // p} patch grid, but the position "
+                f"embedding is for a {self.grid_size[0]}x{self.grid_size[1]} grid "
+                f"({self.grid_size[0] * p}x{self.grid_size[1] * p} images). Resize the position "
+                f"embedding: build the model with img_size=({h}, {w}) and load weights with "
+                "vit_torch.load_npz(model, path, resize=True) (vit_jax.checkpoint.resize_posemb)."
+            )
+
+    def _encode(
+        self, x: Tensor, features: dict[str, Tensor] | None = None, return_attention: bool = False
+    ) -> Tensor:
+        """Images → tokens after the final norm; fills `features` if given."""
+        self._check_images(x)
+        x = self.patch_embed(x)  # (B, N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        if features is not None:
+            features["embedded"] = x  # before the position embedding, as Flax's `embedded`
+        x = self.pos_drop(x + self.pos_embed)  # (B, N, D)
+        for i, blk in enumerate(self.blocks):
+            x, weights = blk(x, return_weights=return_attention)  # (B, N, D)
+            if features is not None:
+                features[f"block_{i}"] = x
+                if return_attention:
+                    features[f"attention_{i}"] = weights  # (B, K, N, N)
+        x = self.norm(x)  # (B, N, D)
+        if features is not None:
+            features["encoded"] = x
+        return x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Args: x: (B, 3, H, W) images. Returns: (B, N, D) tokens after the final norm."""
+        return self._encode(x)
+
+    def pool(self, x: Tensor) -> Tensor:
+        """Args: x: (B, N, D) normed tokens. Returns: (B, D) the class token or the mean.
+
+        "gap" averages tokens that have already gone through the final norm (the official
+        code); timm's avg-pool ViTs instead pool first and norm after (`fc_norm`).
+        """
+        return x[:, 0] if self.classifier == "token" else x.mean(dim=1)  # (B, D)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Args: x: (B, N, D) normed tokens; pre_logits: stop before the head.
+
+        Returns: (B, num_classes) logits, or (B, R or D) pooled features with `pre_logits`.
+        """
+        x = self.pre_logits(self.pool(x))  # (B, R or D)
+        return x if pre_logits else self.head(x)
+
+    def forward(
+        self, x: Tensor, return_features: bool = False, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Classifies a batch of images.
+
+        Args:
+          x: (B, 3, H, W) float images (scaled to [-1, 1] for the released weights).
+          return_features: also return the named intermediates of the Flax model:
+            "embedded", "block_{i}", "encoded", "pre_logits" (all (B, N, D) except
+            "pre_logits" (B, R or D)) and with `return_attention` "attention_{i}".
+          return_attention: compute the (B, K, N, N) softmax weights explicitly.
+
+        Returns:
+          (B, num_classes) logits, or (logits, features) with `return_features`.
+        """
+        features: dict[str, Tensor] | None = {} if return_features else None
+        tokens = self._encode(x, features, return_attention)  # (B, N, D)
+        pooled = self.forward_head(tokens, pre_logits=True)  # (B, R or D)
+        logits = self.head(pooled)  # (B, num_classes)
+        if features is None:
+            return logits
+        features["pre_logits"] = pooled
+        return logits, features
+
+
+def create_model(
+    variant: str, *, num_classes: int, img_size: int = 224, **overrides: Any
+) -> VisionTransformer:
+    """Builds the PyTorch ViT for a named variant.
+
+    Args:
+      variant: a name from `vit_jax.variants.VARIANTS`, e.g. "B/16" or "testing".
+      num_classes: size of the classification head (0 for no head).
+      img_size: image side (or (H, W)) the position embedding is sized for.
+      **overrides: any other `VisionTransformer` option (classifier, gelu_approximate, ...),
+        including the variant's own sizes (e.g. patch_size=8).
+
+    Returns:
+      The freshly initialised `VisionTransformer`.
+    """
+    spec = decode_variant(variant)
+    kwargs: dict[str, Any] = dict(
+        patch_size=spec.patch_size, hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim,
+    )
+    known = set(inspect.signature(VisionTransformer.__init__).parameters) - {"self"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"Unknown VisionTransformer option(s) {unknown}; known: {sorted(known)}.")
+    kwargs.update(overrides)
+    return VisionTransformer(num_classes=num_classes, img_size=img_size, **kwargs)
