@@ -1,0 +1,441 @@
+"""Speed of the real jitted train / inference steps, vit_jax against vit_torch, in one run.
+
+    python -m vit_jax.benchmark --variant Ti/16 --batch-size 16 --mode both --json out.json
+
+JAX runs `vit_jax.train.make_train_step` (forward, backward, global-norm clip, AdamW via
+`create_optimizer`) jitted with the state donated, and the jitted inference forward.
+PyTorch runs the same work eagerly on `vit_torch` (forward, backward, `clip_grad_norm_`,
+`torch.optim.AdamW`; inference under `torch.inference_mode`), same variant, batch, image
+size and dtype. bfloat16 means bf16 compute with float32 parameters on both sides (the
+Flax `dtype=` and `torch.autocast`). Frameworks are interleaved across repeats (the order
+rotates) so that machine noise hits all of them; every step blocks on its result.
+FLOP/s are analytic (`vit_jax.flops`), MFU is against --peak-tflops or a matmul measured
+in the same run on the same device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+from vit_jax import flops
+
+MODES = ("infer", "train")  # infer is prepared first: GPU peak memory then reads per mode
+
+
+@dataclasses.dataclass
+class Options:
+    """What to benchmark (the CLI flags; see `--help`)."""
+
+    variant: str = "Ti/16"
+    image_size: int = 224
+    batch_size: int = 16
+    dtype: str = "float32"
+    mode: str = "both"
+    attention: str = "default"
+    remat: bool = False
+    scan: bool = False
+    steps: int = 5
+    warmup: int = 2
+    repeats: int = 3
+    frameworks: tuple[str, ...] = ("jax", "torch")
+    torch_compile: bool = False
+    peak_tflops: float | None = None
+    num_classes: int = 1000
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return MODES if self.mode == "both" else (self.mode,)
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and interquartile range of repeated measurements."""
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "q1": q[0], "q3": q[2]}
+
+
+def _load_default_config() -> Any:
+    """`configs/default.py`'s ConfigDict (by path: `configs` need not be importable)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "default.py")
+    spec = importlib.util.spec_from_file_location("_vit_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+class Runner:
+    """One framework: `prepare(mode)` builds and warms a step, `run(mode, n)` times it."""
+
+    def prepare(self, mode: str, warmup: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run(self, mode: str, steps: int) -> float:
+        """Runs `steps` steps, blocking on each; returns the mean seconds per step."""
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step(mode)
+        return (time.perf_counter() - t0) / steps
+
+    def step(self, mode: str) -> None:
+        raise NotImplementedError
+
+    def traces(self, mode: str) -> int | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class JaxRunner(Runner):
+    """`vit_jax.train.make_train_step` and the inference forward, each jitted once."""
+
+    def __init__(self, opts: Options) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        from vit_jax import train
+        from vit_jax.state import TrainState
+
+        config = _load_default_config()
+        m = config.model
+        m.variant, m.dtype, m.remat, m.scan = opts.variant, opts.dtype, opts.remat, opts.scan
+        m.attention_impl = None if opts.attention == "default" else opts.attention
+        config.image_size, config.batch_size = opts.image_size, opts.batch_size
+        config.optimizer, config.weight_decay, config.grad_clip_norm = "adamw", 1e-4, 1.0
+        model = train.create_model(config, opts.num_classes)
+        tx, schedule = train.create_optimizer(config, total_steps=1_000_000)
+        self.state = jax.jit(lambda: TrainState.create(model, tx, config))()
+        key_img, key_lab = jax.random.split(jax.random.key(0))
+        shape = (opts.batch_size, opts.image_size, opts.image_size, 3)  # NHWC
+        self.batch = {"image": jax.random.uniform(key_img, shape, jnp.float32, -1.0, 1.0),
+                      "label": jax.random.randint(key_lab, (opts.batch_size,), 0,
+                                                  opts.num_classes)}
+        self._traces = {"train": 0, "infer": 0}
+        train_step = train.make_train_step(model, tx, schedule, config)
+
+        def counted_train_step(state, batch):
+            self._traces["train"] += 1  # runs only while tracing
+            return train_step(state, batch)
+
+        def infer_step(params, images):
+            self._traces["infer"] += 1
+            return model.apply({"params": params}, images, train=False)
+
+        self._fns = {"train": jax.jit(counted_train_step, donate_argnums=0),
+                     "infer": jax.jit(infer_step)}
+        self._jax = jax
+
+    def _args(self, mode: str) -> tuple[Any, ...]:
+        if mode == "train":
+            return self.state, self.batch
+        return self.state.params, self.batch["image"]
+
+    def step(self, mode: str) -> None:
+        out = self._fns[mode](*self._args(mode))
+        if mode == "train":
+            self.state = out[0]
+        self._jax.block_until_ready(out)
+
+    def prepare(self, mode: str, warmup: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        lowered = self._fns[mode].lower(*self._args(mode))
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        self.step(mode)  # hits the caches filled by lower/compile
+        t3 = time.perf_counter()
+        traces_after_first = self._traces[mode]
+        for _ in range(warmup):
+            self.step(mode)
+        info: dict[str, Any] = {"trace_lower_s": t1 - t0, "compile_s": t2 - t1,
+                                "first_step_s": t3 - t2,
+                                "traces_after_first_step": traces_after_first}
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        if cost and "flops" in cost:
+            info["xla_cost_analysis_flops"] = float(cost["flops"])
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            info["xla_memory_estimate_bytes"] = int(
+                mem.argument_size_in_bytes + mem.output_size_in_bytes
+                + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+        stats = self._jax.local_devices()[0].memory_stats()
+        if stats and "peak_bytes_in_use" in stats:
+            # JAX cannot reset the peak: this is the process's peak so far.
+            info["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+        return info
+
+    def traces(self, mode: str) -> int:
+        return self._traces[mode]
+
+    def describe(self) -> dict[str, Any]:
+        dev = self._jax.local_devices()[0]
+        return {"version": self._jax.__version__, "backend": self._jax.default_backend(),
+                "device": dev.device_kind, "donate_state": True}
+
+
+class TorchRunner(Runner):
+    """The same steps in eager PyTorch (or with `torch.compile(model)`)."""
+
+    def __init__(self, opts: Options, compile_model: bool = False) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        import vit_torch
+
+        self._torch = torch
+        self.cuda = torch.cuda.is_available()
+        dev = "cuda" if self.cuda else "cpu"
+        torch.manual_seed(0)
+        self.model = vit_torch.create_model(
+            opts.variant, num_classes=opts.num_classes, img_size=opts.image_size).to(dev)
+        # Weight decay on matrices only, like the JAX mask on `.../kernel`.
+        decay = [p for n, p in self.model.named_parameters() if n.endswith("weight")
+                 and p.ndim >= 2]
+        rest = [p for n, p in self.model.named_parameters() if not (n.endswith("weight")
+                                                                   and p.ndim >= 2)]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
+                                      {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.compiled = compile_model
+        gen = torch.Generator().manual_seed(0)
+        shape = (opts.batch_size, 3, opts.image_size, opts.image_size)  # NCHW
+        self.images = (torch.rand(shape, generator=gen) * 2 - 1).to(dev)
+        self.labels = torch.randint(0, opts.num_classes, (opts.batch_size,), generator=gen).to(dev)
+        bf16 = opts.dtype == "bfloat16"
+        self.autocast = lambda: torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16)
+        self._ce = F.cross_entropy
+
+    def step(self, mode: str) -> None:
+        torch = self._torch
+        if mode == "train":
+            self.model.train()
+            with self.autocast():
+                logits = self.forward(self.images)
+            loss = self._ce(logits.float(), self.labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        else:
+            self.model.eval()
+            with torch.inference_mode(), self.autocast():
+                self.forward(self.images)
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def prepare(self, mode: str, warmup: int) -> dict[str, Any]:
+        if self.cuda:
+            self._torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        self.step(mode)  # torch.compile compiles here
+        info: dict[str, Any] = {"first_step_s": time.perf_counter() - t0}
+        for _ in range(warmup):
+            self.step(mode)
+        if self.compiled:
+            info["compile_s"] = info["first_step_s"]
+        if self.cuda:
+            info["device_peak_bytes"] = int(self._torch.cuda.max_memory_allocated())
+        return info
+
+    def describe(self) -> dict[str, Any]:
+        torch = self._torch
+        return {"version": torch.__version__, "threads": torch.get_num_threads(),
+                "device": torch.cuda.get_device_name() if self.cuda else "cpu",
+                "compile": self.compiled, "bf16": "torch.autocast, float32 parameters",
+                "sdpa": "F.scaled_dot_product_attention, default backend choice",
+                "optimizer": "torch.optim.AdamW (default implementation)"}
+
+
+RUNNERS = {"jax": JaxRunner, "torch": TorchRunner,
+           "torch-compile": lambda opts: TorchRunner(opts, compile_model=True)}
+
+
+def _peak(opts: Options, names: list[str]) -> dict[str, Any]:
+    """The MFU denominator: given, or the best matmul rate measured by the frameworks run."""
+    if opts.peak_tflops:
+        return {"tflops": opts.peak_tflops, "source": "--peak-tflops"}
+    measured = {fw: flops.matmul_peak_flops(fw, opts.dtype) for fw in sorted(set(names))}
+    best = max(measured, key=lambda fw: measured[fw]["tflops"])
+    return {"tflops": measured[best]["tflops"], "source": f"measured matmul ({best})",
+            "measured": measured}
+
+
+def run_benchmark(opts: Options) -> dict[str, Any]:
+    """Prepares every framework and mode, times them interleaved, and summarises.
+
+    Args:
+      opts: the benchmark options.
+
+    Returns:
+      The JSON-ready result: "options", "environment", "peak", "flops" and
+      "results[framework][mode]" with images/s, step time, compile time, memory, TFLOP/s,
+      MFU and trace counts, plus "ratios" (JAX over each other framework).
+    """
+    names = list(opts.frameworks) + (["torch-compile"] if opts.torch_compile else [])
+    for name in names:
+        if name not in RUNNERS:
+            raise ValueError(f"Unknown framework {name!r}; known: {sorted(RUNNERS)}.")
+    runners: dict[str, Runner] = {name: RUNNERS[name](opts) for name in names}
+    prepared: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
+    for mode in opts.modes:
+        for name, runner in runners.items():
+            prepared[name][mode] = runner.prepare(mode, warmup=opts.warmup)
+            print(f"prepared {name:13s} {mode:5s}: {_fmt(prepared[name][mode])}", flush=True)
+    times: dict[str, dict[str, list[float]]] = {n: {m: [] for m in opts.modes} for n in names}
+    for rep in range(opts.repeats):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            for mode in opts.modes:
+                times[name][mode].append(runners[name].run(mode, opts.steps))
+    peak = _peak(opts, [n.split("-")[0] for n in names])
+    results: dict[str, Any] = {}
+    for name in names:
+        results[name] = {}
+        for mode in opts.modes:
+            step_s = _spread(times[name][mode])
+            step_flops = flops.step_flops(opts.variant, opts.image_size, opts.batch_size, mode,
+                                          num_classes=opts.num_classes)
+            tflops = step_flops / step_s["median"] / 1e12
+            traces = runners[name].traces(mode)
+            results[name][mode] = {
+                **prepared[name][mode],
+                "step_s": step_s,
+                "images_per_s": {"median": opts.batch_size / step_s["median"],
+                                 "min": opts.batch_size / step_s["max"],
+                                 "max": opts.batch_size / step_s["min"]},
+                "tflops": tflops,
+                "mfu": tflops / peak["tflops"],
+                "traces_total": traces,
+            }
+            if traces is not None:
+                results[name][mode]["retraces_after_first_step"] = (
+                    traces - prepared[name][mode]["traces_after_first_step"])
+    ratios = {
+        f"jax/{other}": {m: results["jax"][m]["images_per_s"]["median"]
+                         / results[other][m]["images_per_s"]["median"] for m in opts.modes}
+        for other in names if other != "jax" and "jax" in results
+    }
+    return {
+        "options": dataclasses.asdict(opts),
+        "environment": _environment(runners),
+        "peak": peak,
+        "flops": {
+            "forward_macs_per_image": flops.forward_macs(
+                opts.variant, opts.image_size, num_classes=opts.num_classes),
+            "per_step": {m: flops.step_flops(opts.variant, opts.image_size, opts.batch_size, m,
+                                             num_classes=opts.num_classes) for m in opts.modes},
+            "convention": "train = 6 x forward MACs, infer = 2 x forward MACs (matmuls only)",
+        },
+        "results": results,
+        "ratios": ratios,
+        "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "process_max_rss_note": "whole process (all frameworks and modes), Linux ru_maxrss",
+    }
+
+
+def _environment(runners: dict[str, Runner]) -> dict[str, Any]:
+    env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
+                           "cpu_count": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+                           "load_average_1_5_15min": os.getloadavg()}
+    for name, runner in runners.items():
+        env[name] = runner.describe()
+    return env
+
+
+def _fmt(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()
+                     if not isinstance(v, dict))
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """Prints one line per framework and mode, and the JAX/other ratios."""
+    o = result["options"]
+    print(f"\n{o['variant']} {o['image_size']}px batch {o['batch_size']} {o['dtype']}, "
+          f"attention={o['attention']} remat={o['remat']} scan={o['scan']}; peak "
+          f"{result['peak']['tflops']:.3g} TFLOP/s ({result['peak']['source']})")
+    print(f"{'framework':14s}{'mode':6s}{'img/s med':>10s}{'[min, max]':>18s}{'step ms':>9s}"
+          f"{'compile s':>10s}{'TFLOP/s':>9s}{'MFU':>7s}{'traces':>7s}")
+    for name, modes in result["results"].items():
+        for mode, r in modes.items():
+            ips = r["images_per_s"]
+            spread = f"[{ips['min']:.1f}, {ips['max']:.1f}]"
+            traces = "-" if r["traces_total"] is None else str(r["traces_total"])
+            print(f"{name:14s}{mode:6s}{ips['median']:10.1f}{spread:>18s}"
+                  f"{r['step_s']['median'] * 1e3:9.1f}{r.get('compile_s', 0.0):10.2f}"
+                  f"{r['tflops']:9.4g}{r['mfu']:7.1%}{traces:>7s}")
+    for key, by_mode in result["ratios"].items():
+        print(f"{key}: " + ", ".join(f"{m} {v:.2f}x" for m, v in by_mode.items()))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, str | None]:
+    """Parses the command line into `Options` and the --json path."""
+    p = argparse.ArgumentParser(
+        prog="python -m vit_jax.benchmark", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--variant", default="Ti/16", help="ViT variant (vit_jax/variants.py).")
+    p.add_argument("--image-size", type=int, default=224, help="Square image side in pixels.")
+    p.add_argument("--batch-size", type=int, default=16, help="Images per step.")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="Compute dtype; parameters stay float32 (torch: autocast).")
+    p.add_argument("--mode", choices=("train", "infer", "both"), default="both",
+                   help="Train step (fwd+bwd+AdamW), inference forward, or both.")
+    p.add_argument("--attention", choices=("default", "xla", "cudnn"), default="default",
+                   help="jax.nn.dot_product_attention implementation (cudnn: GPU flash "
+                        "kernel; default: XLA picks). PyTorch always uses its default SDPA.")
+    p.add_argument("--remat", action="store_true", help="JAX: recompute block activations.")
+    p.add_argument("--scan", action="store_true", help="JAX: nn.scan over the blocks.")
+    p.add_argument("--steps", type=int, default=5, help="Timed steps per repeat.")
+    p.add_argument("--warmup", type=int, default=2, help="Untimed steps after compiling.")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="Interleaved repeats; the median and spread are over these.")
+    p.add_argument("--frameworks", default="jax,torch",
+                   help="Comma list of: jax, torch (eager PyTorch).")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="Also time PyTorch with torch.compile(model) (framework torch-compile).")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="Device peak for MFU; default: a large matmul measured in this run.")
+    p.add_argument("--num-classes", type=int, default=1000, help="Width of the head.")
+    p.add_argument("--json", default=None, metavar="OUT", help="Write the result here.")
+    a = p.parse_args(argv)
+    frameworks = tuple(f.strip() for f in a.frameworks.split(",") if f.strip())
+    opts = Options(
+        variant=a.variant, image_size=a.image_size, batch_size=a.batch_size, dtype=a.dtype,
+        mode=a.mode, attention=a.attention, remat=a.remat, scan=a.scan, steps=a.steps,
+        warmup=a.warmup, repeats=a.repeats, frameworks=frameworks,
+        torch_compile=a.torch_compile, peak_tflops=a.peak_tflops, num_classes=a.num_classes)
+    return opts, a.json
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point: runs, prints the table, writes --json."""
+    # Two frameworks share one GPU: JAX must not grab 75% of its memory up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    opts, out = parse_args(argv)
+    try:
+        result = run_benchmark(opts)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print_table(result)
+    if out:
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
