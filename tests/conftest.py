@@ -5,3 +5,39 @@ import os
 # Must happen before jax initialises its backends (i.e. before any test imports jax).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """A tfds data_dir with the digits dataset prepared once for the whole session."""
+    from vit_jax import input_pipeline
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    input_pipeline.get_dataset_info("digits", data_dir)
+    return data_dir
+
+
+def tiny_digits_config(data_dir, **overrides):
+    """The quick-start config shrunk to run a few steps in seconds."""
+    from configs import digits
+
+    config = digits.get_config()
+    config.data_dir = data_dir
+    config.image_size = 8
+    config.batch_size = 32
+    config.eval_batch_size = 64
+    config.num_train_steps = 12
+    config.warmup_steps = 2
+    config.log_every_steps = 4
+    config.eval_every_steps = 0
+    config.checkpoint_every_steps = 4
+    config.sync_every_steps = 4
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config

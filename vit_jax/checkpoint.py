@@ -270,3 +270,34 @@ def adapt_pretrained(
     tree = unflatten(got)
     check_params(tree, init)
     return tree
+
+
+def infer_architecture(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Reads the architecture off an official-layout dict's shapes (no config needed).
+
+    Args:
+      flat: from `read_npz` (per-block keys).
+
+    Returns:
+      dict with patch_size, hidden_size, num_layers, num_heads, mlp_dim, classifier,
+      representation_size, num_classes and image_size (the posemb grid × patch size).
+    """
+    try:
+        kernel = flat["embedding/kernel"]  # (P, P, C, D)
+        query = flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]
+        mlp = flat["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"]  # (D, mlp)
+        posemb = flat[POSEMB_KEY]
+    except KeyError as e:
+        raise CheckpointError(f"Not an official ViT checkpoint: key {e} is missing.") from None
+    num_layers = len({m.group(1) for m in map(_BLOCK.match, flat) if m})
+    prefix = 1 if "cls" in flat else 0
+    side = math.isqrt(posemb.shape[1] - prefix)
+    return {
+        "patch_size": int(kernel.shape[0]), "hidden_size": int(kernel.shape[3]),
+        "num_layers": num_layers, "num_heads": int(query.shape[1]), "mlp_dim": int(mlp.shape[1]),
+        "classifier": "token" if prefix else "gap",
+        "representation_size": int(flat["pre_logits/kernel"].shape[1])
+        if "pre_logits/kernel" in flat else None,
+        "num_classes": int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else 0,
+        "image_size": side * int(kernel.shape[0]),
+    }

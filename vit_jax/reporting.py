@@ -1,0 +1,91 @@
+"""Metrics out of the loop: TensorBoard events, a console progress line, a JSONL history."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Reporter:
+    """Writes train/eval metrics; only process 0 writes files.
+
+    Args:
+      workdir: TensorBoard events and `history.jsonl` go here.
+      total_steps: for the ETA.
+      batch_size: global images per step, for images/s.
+      start_step: the step the run (re)starts from.
+    """
+
+    def __init__(self, workdir: str, total_steps: int, batch_size: int, start_step: int) -> None:
+        self.is_main = jax.process_index() == 0
+        self.writer = metric_writers.create_default_writer(
+            workdir, just_logging=not self.is_main, asynchronous=False)
+        path = os.path.join(workdir, "history.jsonl")
+        # Open for the reporter's lifetime (closed in close()); appended to on resume.
+        self.history = open(path, "a") if self.is_main else None  # noqa: SIM115
+        self.total_steps, self.batch_size, self.start_step = total_steps, batch_size, start_step
+        self.t0 = self.t_last = time.time()
+        self.last_step = start_step
+        self.window: list[dict[str, float]] = []
+        self.last_train: dict[str, float] = {}
+        self.rates: list[float] = []
+
+    def train(self, metrics: list[tuple[int, dict[str, Any]]], *, log: bool) -> None:
+        """Accumulates per-step metrics; on `log`, writes their mean and prints a line."""
+        self.window += [{k: float(np.asarray(v)) for k, v in m.items()} for _, m in metrics]
+        if not log or not metrics:
+            return
+        step = metrics[-1][0]
+        now = time.time()
+        rate = (step - self.last_step) * self.batch_size / max(now - self.t_last, 1e-9)
+        # The first window includes compilation; it is not a throughput figure.
+        if self.last_step > self.start_step:
+            self.rates.append(rate)
+        mean = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
+        mean["images_per_second"] = rate
+        self.writer.write_scalars(step, {f"train/{k}": v for k, v in mean.items()})
+        self._append({"step": step, "split": "train", **mean})
+        eta = (self.total_steps - step) * (now - self.t0) / max(step - self.start_step, 1)
+        if self.is_main:
+            print(f"step {step:>6d}/{self.total_steps} | loss {mean['loss']:.4f} | "
+                  f"acc {mean['accuracy']:.3f} | lr {mean['learning_rate']:.2e} | "
+                  f"{rate:8.1f} img/s | ETA {_duration(eta)}", flush=True)
+        self.last_train, self.window = mean, []
+        self.t_last, self.last_step = now, step
+
+    def eval(self, step: int, split: str, result: dict[str, float]) -> None:
+        """Writes and prints one evaluation."""
+        scalars = {f"{split}/{k}": v for k, v in result.items() if k != "num_examples"}
+        self.writer.write_scalars(step, scalars)
+        self._append({"step": step, "split": split, **result})
+        if self.is_main:
+            print(f"eval  {step:>6d} | {split}: top-1 {result['top1']:.4f} | "
+                  f"top-5 {result['top5']:.4f} | loss {result['loss']:.4f} | "
+                  f"{result['num_examples']} examples", flush=True)
+
+    def summary(self) -> dict[str, Any]:
+        """Throughput (median over logged windows after the first) and last train metrics."""
+        return {"train": self.last_train,
+                "images_per_second": float(np.median(self.rates)) if self.rates else None}
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self.history:
+            self.history.write(json.dumps(record) + "\n")
+            self.history.flush()
+
+    def close(self) -> None:
+        self.writer.flush()
+        if self.history:
+            self.history.close()
+            self.history = None

@@ -1,0 +1,146 @@
+"""Train state and its orbax checkpoints in a workdir.
+
+A checkpoint holds the whole `TrainState` (step, params, optimizer state). The data
+position and the dropout RNG are functions of the step and `config.seed`, so the step
+restores them too. orbax writes each checkpoint into a temporary directory and renames
+it when complete, so a kill during a save never leaves a half-written "latest" step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+
+from vit_jax import models
+
+logger = logging.getLogger("vit_jax")
+
+# Config fields that may change between runs in one workdir without changing the run.
+# (The step count is not among them: it shapes the learning-rate schedule.)
+RESUMABLE_CHANGES = frozenset({
+    "log_every_steps", "eval_every_steps",
+    "checkpoint_every_steps", "max_checkpoints_to_keep", "sync_every_steps", "data_dir",
+    "eval_batch_size", "prefetch", "test_split",
+})
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds a run of a different config."""
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+    @classmethod
+    def create(
+        cls, model: models.VisionTransformer, tx: optax.GradientTransformation,
+        config: ml_collections.ConfigDict, pretrained: Any = None,
+    ) -> TrainState:
+        """Fresh state: random init (seeded by config.seed), or the given params."""
+        if pretrained is None:
+            images = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+            params = model.init(jax.random.key(config.seed), images)["params"]
+        else:
+            params = jax.tree.map(jnp.asarray, pretrained)
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def _comparable(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {k: v for k, v in json.loads(config.to_json()).items() if k not in RESUMABLE_CHANGES}
+
+
+class CheckpointStore:
+    """orbax `CheckpointManager` over `workdir/checkpoints`, plus `workdir/config.json`.
+
+    Args:
+      workdir: the run's directory (created if needed).
+      config: this run's config; a workdir written by a different config is refused.
+    """
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict) -> None:
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self._check_config(config)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=config.max_checkpoints_to_keep, enable_async_checkpointing=True,
+            create=True)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(self.workdir, "checkpoints"), options=options,
+            item_names=("state", "meta"))
+
+    def _check_config(self, config: ml_collections.ConfigDict) -> None:
+        path = os.path.join(self.workdir, "config.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            old, new = _comparable(ml_collections.ConfigDict(saved)), _comparable(config)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if diff:
+                lines = [f"  {k}: workdir has {old.get(k)!r}, this run has {new.get(k)!r}"
+                         for k in diff]
+                raise ConfigMismatchError(
+                    f"The workdir {self.workdir} belongs to a run with a different config; "
+                    "refusing to resume into it. Use a new --workdir, or restore the old "
+                    "values:\n" + "\n".join(lines))
+        elif jax.process_index() == 0:
+            with open(path, "w") as f:
+                f.write(config.to_json(indent=2))
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: TrainState) -> None:
+        """Starts an asynchronous save of `state` at `step` (all processes call this)."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+            meta=ocp.args.JsonSave({"step": int(step)})), force=True)
+
+    def restore_latest(self, state_shapes: TrainState, layout: Any) -> TrainState | None:
+        """Restores the newest readable checkpoint; falls back to older ones if corrupt.
+
+        Args:
+          state_shapes: `jax.eval_shape` of a fresh state (the restore target).
+          layout: the `vit_jax.parallel` layout that places the restored arrays.
+
+        Returns:
+          The placed state, or None if the workdir has no checkpoint yet.
+        """
+        sharding = layout.restore_sharding()
+        target = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+            flax.serialization.to_state_dict(state_shapes))
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target)))
+            except Exception as e:  # any unreadable checkpoint is skipped, whatever the cause
+                logger.error("Checkpoint at step %d in %s cannot be restored (%s: %s); "
+                             "trying the previous one.", step, self.workdir, type(e).__name__, e)
+                print(f"WARNING: checkpoint at step {step} is unreadable "
+                      f"({type(e).__name__}); falling back to an earlier one.", flush=True)
+                continue
+            state = flax.serialization.from_state_dict(state_shapes, restored["state"])
+            print(f"Resuming from the checkpoint at step {step} in {self.workdir}.", flush=True)
+            return layout.place_restored(state)
+        return None
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
