@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vit_jax import checkpoint, input_pipeline, models, parallel
+from vit_jax import checkpoint, models, parallel
 from vit_jax.state import CheckpointStore, TrainState
 
 logger = logging.getLogger("vit_jax")
@@ -181,6 +181,8 @@ def evaluate(
     layout: parallel.Layout,
 ) -> dict[str, float]:
     """Top-1/top-5/loss over every example of `split` exactly once (padding masked)."""
+    from vit_jax import input_pipeline
+
     totals: dict[str, float] = {}
     it = input_pipeline.create_eval_iter(
         config, split, global_batch_size=config.eval_batch_size,
@@ -212,7 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Returns:
       The final metrics (also written to `workdir/metrics.json`).
     """
-    from vit_jax import reporting  # TensorBoard/console; kept out of the steps' module
+    # Imported here, not at the top: the steps above (used by the benchmark) need no
+    # TensorFlow, tfds or TensorBoard.
+    from vit_jax import input_pipeline, reporting
 
     t_start = time.time()
     layout = parallel.create_layout(config)
@@ -324,16 +328,17 @@ def _install_sigterm_handler() -> Callable[[int], bool]:
 
 
 # ------------------------------------------------------------------------------ main
-USER_ERRORS = (ValueError, FileNotFoundError, TrainingError, input_pipeline.DatasetNotFoundError)
-
-
 def run_cli(fn: Callable[[], Any]) -> None:
     """Runs a CLI body; user errors become one 'error:' line and exit code 2, no traceback."""
     import sys
 
+    from vit_jax import input_pipeline
+
+    user_errors = (ValueError, FileNotFoundError, TrainingError,
+                   input_pipeline.DatasetNotFoundError)
     try:
         fn()
-    except USER_ERRORS as e:
+    except user_errors as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
 
