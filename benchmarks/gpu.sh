@@ -4,7 +4,7 @@
 # included; every run has its own time limit so one hang cannot eat the rest.
 #
 # Exact invocation:
-#   here, once:     bash benchmarks/fetch_gpu_wheels.sh          (→ benchmarks/.whl, ~6 MB)
+#   here, once:     bash benchmarks/fetch_gpu_wheels.sh  (ml-collections → benchmarks/.whl)
 #   device tool:    run(command="bash benchmarks/gpu.sh", carry=["benchmarks/.whl"],
 #                       timeout_s=480)
 #   elsewhere:      OUT=/tmp/vit_gpu bash benchmarks/gpu.sh
