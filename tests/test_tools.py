@@ -1,0 +1,179 @@
+"""The user-facing tools: predict, visualize (attention maps) and plot (training curves)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_digits_config
+from PIL import Image
+
+from vit_jax import checkpoint, evaluate, models, plot, predict, train, visualize
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROB = re.compile(r"\((\d\.\d{4})\)")
+
+
+@pytest.fixture(scope="module")
+def workdir(digits_dir, tmp_path_factory):
+    """12 steps of the tiny digits model (8×8 images, 2×2 patches of 4×4)."""
+    path = str(tmp_path_factory.mktemp("tools_run"))
+    train.train_and_evaluate(tiny_digits_config(digits_dir), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A digit as 8×8 grayscale PNG, 30×20 RGBA PNG and 50×50 RGB JPEG, plus a non-image."""
+    from vit_jax.datasets import digits
+
+    folder = tmp_path_factory.mktemp("images")
+    pixels = digits.load_source()[0][0, ..., 0]  # uint8 (8, 8)
+    gray = Image.fromarray(pixels)
+    paths = [str(folder / n) for n in ("gray.png", "rgba.png", "rgb.jpg", "broken.png")]
+    gray.save(paths[0])
+    gray.resize((30, 20)).convert("RGBA").save(paths[1])
+    gray.resize((50, 50)).convert("RGB").save(paths[2])
+    with open(paths[3], "w") as f:
+        f.write("not an image")
+    return paths
+
+
+def _check_top5(top, names):
+    assert len(top) == 5 and len({n for n, _ in top}) == 5
+    assert {n for n, _ in top} <= set(names)
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-6
+
+
+def test_predict_function_matches_the_model(workdir, images):
+    results = predict.predict(workdir, images[:3], top_k=5)
+    assert len(results) == 3
+    for top in results:
+        _check_top5(top, [str(i) for i in range(10)])
+    # The 8×8 PNG at image_size 8 (eval_resize_ratio 1.0) is just rescaled: compare with
+    # the model applied directly.
+    loaded = evaluate.load_model(workdir)
+    pixels = np.asarray(Image.open(images[0]), np.float32)[..., None].repeat(3, -1)
+    logits = evaluate.predict_logits(loaded, pixels[None] / 127.5 - 1.0)[0]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert results[0][0] == (str(int(probs.argmax())), pytest.approx(probs.max(), abs=1e-5))
+
+
+def test_predict_on_a_released_layout_npz(workdir, images, digits_dir, tmp_path):
+    loaded = evaluate.load_model(workdir)
+    npz = str(tmp_path / "model.npz")
+    checkpoint.save_npz(npz, loaded.params)
+    from_npz = predict.load_checkpoint(npz, dataset="digits", data_dir=digits_dir)
+    assert from_npz.class_names == [str(i) for i in range(10)]
+    batch = predict.preprocess(from_npz, [predict.load_image(p) for p in images[:2]])
+    np.testing.assert_allclose(evaluate.predict_logits(from_npz, batch),
+                               evaluate.predict_logits(loaded, batch), atol=1e-5)
+    for top in predict.predict(npz, images[:2], top_k=3):  # no dataset: class indices
+        assert len(top) == 3 and all(name.isdigit() for name, _ in top)
+
+
+def test_predict_cli_prints_top5_per_image(workdir, images):
+    run = subprocess.run(
+        [sys.executable, "-m", "vit_jax.predict", "--checkpoint", workdir, *images[:2]],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    assert [line.split(": ")[0] for line in lines] == images[:2]
+    for line in lines:
+        probs = [float(p) for p in PROB.findall(line)]
+        assert len(probs) == 5 and sum(probs) <= 1.0 + 1e-3
+
+
+def test_cli_missing_checkpoint_is_one_error_line(images, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "vit_jax.visualize", "--checkpoint", str(tmp_path / "nope"),
+         images[0], "--out", str(tmp_path / "a.png")],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert re.search(r"^error: No checkpoint at .*nope", run.stderr, re.MULTILINE)
+
+
+@pytest.mark.parametrize("tool, argv, message", [
+    (predict, ["--checkpoint", "{wd}", "{missing}"], "No image file"),
+    (predict, ["--checkpoint", "{wd}", "{broken}"], "Cannot read"),
+    (predict, ["--checkpoint", "{tmp}", "{image}"], "not a vit_jax workdir"),
+    (predict, ["--checkpoint", "{image}", "{image}"], "is not a checkpoint"),
+    (predict, ["--checkpoint", "{bad_npz}", "{image}"], "not a .npz file"),
+    (visualize, ["--checkpoint", "{wd}", "{image}", "--out", "{tmp}/no/dir.png"], "no folder"),
+    (plot, ["{tmp}", "--out", "{tmp}/c.png"], "not a training workdir"),
+    (plot, ["{tmp}/missing", "--out", "{tmp}/c.png"], "No workdir"),
+])
+def test_user_errors_exit_2(tool, argv, message, workdir, images, tmp_path, capsys):
+    bad_npz = tmp_path / "bad.npz"
+    bad_npz.write_text("truncated")
+    values = dict(wd=workdir, missing=str(tmp_path / "missing.png"), broken=images[3],
+                  tmp=str(tmp_path), image=images[0], bad_npz=str(bad_npz))
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([a.format(**values) for a in argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+
+
+def test_attention_maps_are_distributions(workdir, images):
+    loaded = evaluate.load_model(workdir)
+    image = predict.preprocess(loaded, [predict.load_image(images[1])])[0]
+    maps = visualize.attention_maps(loaded, image)
+    assert maps["heads"].shape == (4, 2, 2) and maps["rollout"].shape == (2, 2)
+    assert maps["logits"].shape == (10,)
+    np.testing.assert_allclose(maps["heads"].sum(axis=(1, 2)), 1.0, atol=1e-6)
+    np.testing.assert_allclose(maps["rollout"].sum(), 1.0, atol=1e-6)
+    assert (maps["heads"] >= 0).all() and (maps["rollout"] >= 0).all()
+
+
+def test_attention_maps_of_a_gap_model():
+    model = models.create_model("testing", num_classes=3, classifier="gap")
+    params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 12, 12, 3), np.float32))
+    loaded = evaluate.LoadedModel(model, params["params"], 12, None, None)
+    maps = visualize.attention_maps(loaded, np.zeros((12, 12, 3), np.float32))
+    assert maps["heads"].shape == (4, 3, 3) and maps["rollout"].shape == (3, 3)
+    np.testing.assert_allclose(maps["rollout"].sum(), 1.0, atol=1e-6)
+
+
+def test_attention_rollout_is_row_stochastic():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 2, 5, 5))  # 3 blocks, 2 heads, 5 tokens
+    attn = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    flow = visualize.attention_rollout(list(attn))
+    np.testing.assert_allclose(flow.sum(-1), 1.0, atol=1e-12)
+    # One block: heads averaged, identity added, renormalised.
+    expected = (attn[0].mean(0) + np.eye(5)) / 2.0
+    np.testing.assert_allclose(visualize.attention_rollout([attn[0]]), expected, atol=1e-12)
+
+
+def test_visualize_writes_a_png_of_the_expected_size(workdir, images, tmp_path):
+    out = str(tmp_path / "attn.png")
+    visualize.main(["--checkpoint", workdir, images[0], images[2], "--out", out,
+                    "--panel_size", "64"])
+    assert Image.open(out).size == visualize.figure_size(2, 4, 64)
+
+
+def test_plot_writes_curves(workdir, tmp_path):
+    out = str(tmp_path / "curves.png")
+    plot.main([workdir, "--out", out])
+    assert Image.open(out).size == (1000, 380)
+    series = plot.curves(plot.read_history(workdir))
+    assert series["loss"]["train"][0] == [4, 8, 12]
+    assert series["accuracy"]["validation"][0] == [12] and "test" in series["accuracy"]
+
+
+def test_history_of_a_resumed_run_keeps_the_last_record(tmp_path):
+    records = [{"step": 4, "split": "train", "loss": 2.0, "accuracy": 0.1},
+               {"step": 8, "split": "train", "loss": 1.5, "accuracy": 0.2},
+               {"step": 8, "split": "train", "loss": 1.4, "accuracy": 0.3}]  # after a resume
+    with open(tmp_path / "history.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+        f.write('{"step": 12, "spl')  # cut off by a crash
+    series = plot.curves(plot.read_history(str(tmp_path)))
+    assert series["loss"]["train"] == ([4, 8], [2.0, 1.4])
