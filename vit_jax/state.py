@@ -3,26 +3,28 @@
 A checkpoint holds the whole `TrainState` (step, params, optimizer state). The data
 position and the dropout RNG are functions of the step and `config.seed`, so the step
 restores them too. orbax writes each checkpoint into a temporary directory and renames
-it when complete, so a kill during a save never leaves a half-written "latest" step.
+it when complete, so a kill during a save never leaves a half-written "latest" step
+(leftover temporary directories are removed on the next start). A checkpoint damaged
+later (a truncated or deleted file) is reported, moved to `unreadable_checkpoints/`,
+and the previous one is used.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import time
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
 from vit_jax import models
-
-logger = logging.getLogger("vit_jax")
 
 # Config fields that may change between runs in one workdir without changing the run.
 # (The step count is not among them: it shapes the learning-rate schedule.)
@@ -35,6 +37,28 @@ RESUMABLE_CHANGES = frozenset({
 
 class ConfigMismatchError(ValueError):
     """The workdir holds a run of a different config."""
+
+
+class CheckpointUnreadableError(ValueError):
+    """The workdir has checkpoints, but none of them can be restored."""
+
+
+def _short_error(error: BaseException, limit: int = 300) -> str:
+    """`Type: first line` of the root cause, cut to `limit` characters (orbax's are huge)."""
+    while error.__cause__ is not None:  # orbax wraps tensorstore's precise message
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _everywhere(ok: bool) -> bool:
+    """True iff `ok` holds on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -76,7 +100,10 @@ class CheckpointStore:
         self._check_config(config)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.max_checkpoints_to_keep, enable_async_checkpointing=True,
-            create=True)
+            create=True,
+            # A save killed midway leaves `<step>.orbax-checkpoint-tmp-*`: never restored
+            # (not a step), and removed here by process 0.
+            cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"), options=options,
             item_names=("state", "meta"))
@@ -112,31 +139,69 @@ class CheckpointStore:
     def restore_latest(self, state_shapes: TrainState, layout: Any) -> TrainState | None:
         """Restores the newest readable checkpoint; falls back to older ones if corrupt.
 
+        A checkpoint that cannot be read (truncated or deleted files, ...) is reported in
+        one line and moved to `workdir/unreadable_checkpoints/`, so that the run can save
+        that step again; it is kept there for inspection. All processes agree on which
+        checkpoints are readable.
+
         Args:
           state_shapes: `jax.eval_shape` of a fresh state (the restore target).
           layout: the `vit_jax.parallel` layout that places the restored arrays.
 
         Returns:
           The placed state, or None if the workdir has no checkpoint yet.
+
+        Raises:
+          CheckpointUnreadableError: there are checkpoints, but none can be restored.
         """
         sharding = layout.restore_sharding()
         target = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
             flax.serialization.to_state_dict(state_shapes))
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        unreadable: dict[int, str] = {}
+        for step in steps:
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(target)))
+                error = None
             except Exception as e:  # any unreadable checkpoint is skipped, whatever the cause
-                logger.error("Checkpoint at step %d in %s cannot be restored (%s: %s); "
-                             "trying the previous one.", step, self.workdir, type(e).__name__, e)
-                print(f"WARNING: checkpoint at step {step} is unreadable "
-                      f"({type(e).__name__}); falling back to an earlier one.", flush=True)
+                error = _short_error(e)
+            if not _everywhere(error is None):
+                unreadable[step] = error or "unreadable on another process"
+                print(f"WARNING: the checkpoint at step {step} in {self.manager.directory} "
+                      f"cannot be restored ({unreadable[step]}); trying the previous one.",
+                      flush=True)
                 continue
+            self._move_aside(unreadable)
             state = flax.serialization.from_state_dict(state_shapes, restored["state"])
             print(f"Resuming from the checkpoint at step {step} in {self.workdir}.", flush=True)
             return layout.place_restored(state)
+        if unreadable:
+            raise CheckpointUnreadableError(
+                f"None of the checkpoints in {self.manager.directory} can be restored:\n"
+                + "\n".join(f"  step {s}: {e}" for s, e in unreadable.items())
+                + "\nMove them away (or use a new --workdir) to start from scratch.")
         return None
+
+    def _move_aside(self, unreadable: dict[int, str]) -> None:
+        """Moves unreadable step directories out of orbax's sight (process 0 does it)."""
+        if not unreadable:
+            return
+        aside = os.path.join(self.workdir, "unreadable_checkpoints")
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            for step in unreadable:
+                src = os.path.join(os.fspath(self.manager.directory), str(step))
+                dst = os.path.join(aside, f"{step}.{int(time.time())}")
+                os.replace(src, dst)
+                print(f"WARNING: moved the unreadable checkpoint of step {step} to {dst}.",
+                      flush=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("vit_jax: unreadable checkpoints moved")
+        self.manager.reload()
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
