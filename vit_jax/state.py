@@ -97,6 +97,7 @@ class CheckpointStore:
     def __init__(self, workdir: str, config: ml_collections.ConfigDict) -> None:
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
+        self._pending_config: str | None = None
         self._check_config(config)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.max_checkpoints_to_keep, enable_async_checkpointing=True,
@@ -122,9 +123,17 @@ class CheckpointStore:
                     f"The workdir {self.workdir} belongs to a run with a different config; "
                     "refusing to resume into it. Use a new --workdir, or restore the old "
                     "values:\n" + "\n".join(lines))
-        elif jax.process_index() == 0:
-            with open(path, "w") as f:
-                f.write(config.to_json(indent=2))
+        else:  # written with the first checkpoint: a run that fails to start leaves none
+            self._pending_config = config.to_json(indent=2)
+
+    def _write_pending_config(self) -> None:
+        """Writes this run's config.json (process 0) if the workdir had none."""
+        if self._pending_config is not None and jax.process_index() == 0:
+            path = os.path.join(self.workdir, "config.json")
+            with open(path + ".tmp", "w") as f:
+                f.write(self._pending_config)
+            os.replace(path + ".tmp", path)  # never a half-written config.json
+        self._pending_config = None
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -132,6 +141,7 @@ class CheckpointStore:
 
     def save(self, step: int, state: TrainState) -> None:
         """Starts an asynchronous save of `state` at `step` (all processes call this)."""
+        self._write_pending_config()
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
             meta=ocp.args.JsonSave({"step": int(step)})), force=True)
