@@ -223,9 +223,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     layout.check_batch_size(config.batch_size, config.grad_accum_steps, what="batch_size")
     layout.check_batch_size(config.eval_batch_size, 1, what="eval_batch_size")
     info = input_pipeline.get_dataset_info(config.dataset, config.data_dir)
+    if info.image_channels not in (1, 3, 4):
+        raise ValueError(
+            f"Dataset {config.dataset!r} has {info.image_channels}-channel images; the input "
+            "pipeline takes 1 (grayscale), 3 (RGB) or 4 (RGBA, alpha dropped) channels.")
     total_steps = total_train_steps(config, input_pipeline.split_num_examples(
         config.dataset, config.data_dir, config.train_split))
     model = create_model(config, info.num_classes)
+    if config.image_size % model.patch_size:  # before the workdir is touched
+        raise ValueError(
+            f"config.image_size={config.image_size} is not divisible by the patch size "
+            f"{model.patch_size} (config.model.patch_size, or that of variant "
+            f"{config.model.variant!r}); e.g. use image_size="
+            f"{max(1, round(config.image_size / model.patch_size)) * model.patch_size}.")
     tx, schedule = create_optimizer(config, total_steps)
     store = CheckpointStore(workdir, config)  # refuses a workdir of another config
 
