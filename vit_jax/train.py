@@ -392,8 +392,23 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, plus a flag error (not a traceback) for `--config.<unknown field>`."""
+    import sys
+
+    from absl import app
+
+    try:
+        return app.parse_flags_with_usage(argv)  # prints flags.Error and exits 1 itself
+    except AttributeError as e:  # ml_collections: an override of a field the config lacks
+        field = str(e).strip("'\"")  # ml_collections wraps the KeyError's repr
+        sys.stderr.write(f"FATAL Flags parsing error: the config has no field {field!r} (from "
+                         "a --config.* flag); the fields are in configs/default.py.\n")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
