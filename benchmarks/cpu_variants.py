@@ -86,8 +86,8 @@ def _head_major_vjp(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
 def _head_major_fwd(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, Any]:
     scale = q.shape[-1] ** -0.5
     qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q * scale, k, v))  # (B, K, N, Dh)
-    logits = jnp.einsum("bkqh,bkvh->bkqv", qh, kh).astype(jnp.float32)  # (B, K, N, N)
-    w = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    logits = jnp.einsum("bkqh,bkvh->bkqv", qh, kh, preferred_element_type=jnp.float32)
+    w = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # (B, K, N, N)
     y = jnp.einsum("bkqv,bkvh->bkqh", w, vh).transpose(0, 2, 1, 3)  # (B, N, K, Dh)
     return y, (qh, kh, vh, w)
 
@@ -97,8 +97,9 @@ def _head_major_bwd(res: Any, dy: jax.Array) -> tuple[jax.Array, jax.Array, jax.
     scale = qh.shape[-1] ** -0.5
     dyh = dy.transpose(0, 2, 1, 3)  # (B, K, N, Dh)
     dv = jnp.einsum("bkqv,bkqh->bkvh", w, dyh)
-    dw = jnp.einsum("bkqh,bkvh->bkqv", dyh, vh)
-    dlogits = w * (dw - (dw * w).sum(-1, keepdims=True))  # softmax backward
+    dw = jnp.einsum("bkqh,bkvh->bkqv", dyh, vh, preferred_element_type=jnp.float32)
+    wf = w.astype(jnp.float32)
+    dlogits = (wf * (dw - (dw * wf).sum(-1, keepdims=True))).astype(qh.dtype)  # softmax bwd
     dq = jnp.einsum("bkqv,bkvh->bkqh", dlogits, kh) * scale
     dk = jnp.einsum("bkqv,bkqh->bkvh", dlogits, qh)  # qh already carries the scale
     back = lambda t: t.transpose(0, 2, 1, 3)
