@@ -87,7 +87,9 @@ def test_batch_size_must_split_over_devices(digits_dir, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, monkeypatch):
-    real_iter = train.input_pipeline.create_train_iter
+    from vit_jax import input_pipeline
+
+    real_iter = input_pipeline.create_train_iter
 
     def corrupt_from_step_6(config, *, start_step=0, **kw):
         for step, batch in enumerate(real_iter(config, start_step=start_step, **kw), start_step):
@@ -95,7 +97,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, mon
                 batch["image"] = np.full_like(batch["image"], np.nan)
             yield batch
 
-    monkeypatch.setattr(train.input_pipeline, "create_train_iter", corrupt_from_step_6)
+    monkeypatch.setattr(input_pipeline, "create_train_iter", corrupt_from_step_6)
     config = tiny_digits_config(digits_dir, sync_every_steps=1)
     with pytest.raises(train.TrainingError, match="Non-finite training metrics at step 6"):
         train.train_and_evaluate(config, str(tmp_path))
