@@ -34,6 +34,11 @@ def tiny_digits_config(data_dir, **overrides):
     config.eval_every_steps = 0
     config.checkpoint_every_steps = 4
     config.sync_every_steps = 4
+    return apply_overrides(config, **overrides)
+
+
+def apply_overrides(config, **overrides):
+    """Sets config fields given by dotted names, e.g. **{"model.variant": "testing"}."""
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")
@@ -41,3 +46,17 @@ def tiny_digits_config(data_dir, **overrides):
             target = target[p]
         target[leaf] = value
     return config
+
+
+def assert_bit_identical(a, b) -> None:
+    """Same keys, dtypes, shapes and bytes in two parameter trees."""
+    import numpy as np
+
+    from vit_jax import checkpoint
+
+    fa, fb = checkpoint.flatten(a), checkpoint.flatten(b)
+    assert sorted(fa) == sorted(fb)
+    for key in fa:
+        x, y = np.asarray(fa[key]), np.asarray(fb[key])
+        assert x.dtype == y.dtype and x.shape == y.shape, key
+        assert x.tobytes() == y.tobytes(), f"{key} differs (max |diff| {np.abs(x - y).max()})"

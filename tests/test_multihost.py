@@ -27,8 +27,9 @@ from _train_subprocess import (
     subprocess_env,
     train_flags,
 )
+from conftest import assert_bit_identical
 
-from vit_jax import checkpoint, evaluate
+from vit_jax import evaluate
 
 # 16 steps of the digits config at 8x8, global batch 16; checkpoints at 8 and 16.
 RUN: dict[str, Any] = dict(
@@ -61,14 +62,6 @@ def load_params(workdir: str) -> dict[str, Any]:
     return jax.tree.map(np.asarray, restored["state"]["params"])
 
 
-def assert_bit_identical(a: Any, b: Any) -> None:
-    """Same keys, dtypes, shapes and bytes in two parameter trees."""
-    fa, fb = checkpoint.flatten(a), checkpoint.flatten(b)
-    assert sorted(fa) == sorted(fb)
-    for key in fa:
-        x, y = np.asarray(fa[key]), np.asarray(fb[key])
-        assert x.dtype == y.dtype and x.shape == y.shape, key
-        assert x.tobytes() == y.tobytes(), f"{key} differs (max |diff| {np.abs(x - y).max()})"
 
 
 def multihost(flags: list[str], tmp_path, name: str, env: dict[str, str]) -> list[Trainer]:

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env, train_flags
+from conftest import apply_overrides, assert_bit_identical
 
 from vit_jax import checkpoint, evaluate, input_pipeline, models, parallel, train
 from vit_jax.state import CheckpointStore, CheckpointUnreadableError, TrainState
@@ -50,23 +51,9 @@ def make_config(data_dir: str, **overrides: Any):
 
     config = digits.get_config()
     config.data_dir = data_dir
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return apply_overrides(config, **overrides)
 
 
-def assert_bit_identical(a: Any, b: Any) -> None:
-    """Same keys, dtypes, shapes and bytes in two parameter trees."""
-    fa, fb = checkpoint.flatten(a), checkpoint.flatten(b)
-    assert sorted(fa) == sorted(fb)
-    for key in fa:
-        x, y = np.asarray(fa[key]), np.asarray(fb[key])
-        assert x.dtype == y.dtype and x.shape == y.shape, key
-        assert x.tobytes() == y.tobytes(), f"{key} differs (max |diff| {np.abs(x - y).max()})"
 
 
 def file_digests(root: str | os.PathLike) -> dict[str, str]:

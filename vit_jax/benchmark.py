@@ -15,6 +15,7 @@ in the same run on the same device.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import dataclasses
 import json
@@ -75,11 +76,12 @@ def _load_default_config() -> Any:
     return module.get_config()
 
 
-class Runner:
+class Runner(abc.ABC):
     """One framework: `prepare(mode)` builds and warms a step, `run(mode, n)` times it."""
 
+    @abc.abstractmethod
     def prepare(self, mode: str, warmup: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """Builds, compiles and warms up the step of `mode`; returns its set-up figures."""
 
     def run(self, mode: str, steps: int) -> float:
         """Runs `steps` steps, blocking on each; returns the mean seconds per step."""
@@ -88,8 +90,9 @@ class Runner:
             self.step(mode)
         return (time.perf_counter() - t0) / steps
 
+    @abc.abstractmethod
     def step(self, mode: str) -> None:
-        raise NotImplementedError
+        """Runs one step of `mode` and blocks until it is done."""
 
     def traces(self, mode: str) -> int | None:
         return None
