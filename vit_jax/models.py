@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.attention import dot_product_attention
 from vit_jax.variants import VARIANTS, decode_variant
 
 __all__ = ["VARIANTS", "VisionTransformer", "create_model"]
@@ -103,8 +104,9 @@ class MultiHeadAttention(nn.Module):
 
     `query`/`key`/`value` kernels are (D, K, Dh) and `out` is (K, Dh, D), as in
     `flax.linen.MultiHeadDotProductAttention`, which produced the released checkpoints.
-    The attention itself goes through `jax.nn.dot_product_attention`, so on GPU the cuDNN
-    flash kernel is used when `attention_impl="cudnn"` (or picked by XLA when None).
+    The attention itself is `vit_jax.attention.dot_product_attention`: by default a
+    softmax attention with a hand-written backward, "xla" or "cudnn" for
+    `jax.nn.dot_product_attention` (cudnn: the GPU flash kernel).
     """
 
     num_heads: int
@@ -137,7 +139,7 @@ class MultiHeadAttention(nn.Module):
             )
             y = jnp.einsum("bkqv,bvkh->bqkh", dropped.astype(v.dtype), v)  # (B, N, K, Dh)
         else:
-            y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+            y = dot_product_attention(q, k, v, self.attention_impl)  # (B, N, K, Dh)
         out = nn.DenseGeneral(
             features=d, axis=(-2, -1), kernel_init=_xavier, dtype=self.dtype, name="out"
         )(y)  # (B, N, D)
@@ -263,7 +265,8 @@ class VisionTransformer(nn.Module):
       stochastic_depth: the last block's drop-path rate (linear from 0 over the depth).
       gelu_approximate: True = tanh GELU as the official code and the released weights;
         False = the exact erf GELU that timm uses.
-      attention_impl: passed to `jax.nn.dot_product_attention` (None, "xla", "cudnn").
+      attention_impl: None (vit_jax's softmax attention, hand-written backward), "xla" or
+        "cudnn" (`jax.nn.dot_product_attention`); see `vit_jax.attention`.
       remat: recompute each block's activations in the backward pass (saves memory).
       scan: run the blocks with `nn.scan` (compile time independent of depth).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
