@@ -76,24 +76,18 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
 
 
 def _load_workdir(workdir: str, *, data_dir: str | None, **overrides: Any) -> LoadedModel:
-    import orbax.checkpoint as ocp
-
-    from vit_jax import train
+    from vit_jax import state, train
 
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{workdir} is not a vit_jax workdir (no config.json).")
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-    manager = ocp.CheckpointManager(ckpt_dir, item_names=("state", "meta"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
-    if step is None:
+    # Onto this process's device, whatever topology trained it (e.g. 2 processes).
+    latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"))
+    if latest is None:
         raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    params = jax.tree.map(np.asarray, restored["state"]["params"])
-    manager.close()
+    _, params = latest
     dataset_dir = data_dir or config.get("data_dir")
     head = params["head"]["bias"].shape[0] if "head" in params else 0
     model = train.create_model(config, head)

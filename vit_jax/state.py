@@ -61,6 +61,44 @@ def _everywhere(ok: bool) -> bool:
     return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
+def restore_params(checkpoint_dir: str) -> tuple[int, Any] | None:
+    """The params of the newest checkpoint in `checkpoint_dir`, as numpy arrays (inference).
+
+    The restore target is the saved shapes and dtypes placed on this process's first
+    local device, not the saved sharding: that names the devices of the processes that
+    trained (a workdir written by 2 processes would not load in 1, "topology mismatch").
+
+    Args:
+      checkpoint_dir: a workdir's `checkpoints` directory (opened read-only).
+
+    Returns:
+      (step, params tree of numpy arrays), or None if there is no checkpoint yet.
+    """
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add("state", ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
+    registry.add("meta", ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
+    manager = ocp.CheckpointManager(
+        checkpoint_dir,
+        handler_registry=registry,
+        options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            manager.item_metadata(step)["state"],
+        )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
+    finally:
+        manager.close()
+    return step, jax.tree.map(np.asarray, restored["state"]["params"])
+
+
 class TrainState(flax.struct.PyTreeNode):
     """Everything that changes during training."""
 
