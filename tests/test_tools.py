@@ -1,5 +1,6 @@
 """The user-facing tools: predict, visualize (attention maps) and plot (training curves)."""
 
+import importlib.util
 import json
 import os
 import re
@@ -75,6 +76,39 @@ def test_predict_on_a_released_layout_npz(workdir, images, digits_dir, tmp_path)
                                evaluate.predict_logits(loaded, batch), atol=1e-5)
     for top in predict.predict(npz, images[:2], top_k=3):  # no dataset: class indices
         assert len(top) == 3 and all(name.isdigit() for name, _ in top)
+
+
+def readme_images() -> list[str]:
+    """The input images (not `--out`) of the README's predict and visualize commands."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    found = []
+    for args in re.findall(r"^python -m vit_jax\.(?:predict|visualize) (.*)$", readme, re.M):
+        words = args.split("#")[0].split()
+        found += [
+            w
+            for before, w in zip(["", *words], words, strict=False)
+            if before != "--out" and w.endswith((".png", ".jpg"))
+        ]
+    return found
+
+
+def test_readme_sample_image_is_shipped_and_predicted(workdir):
+    found = readme_images()
+    assert found, "the README's quick start names no image"
+    spec = importlib.util.spec_from_file_location(
+        "make_samples", os.path.join(REPO, "docs", "samples", "make_samples.py")
+    )
+    make_samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_samples)
+    for path in sorted(set(found)):
+        full = os.path.join(REPO, path)
+        assert os.path.isfile(full), f"README names {path}, which is not in the repository"
+        pixels = predict.load_image(full)
+        name = os.path.basename(path)  # the file holds what make_samples.py writes
+        np.testing.assert_array_equal(pixels, make_samples.sample_digit(make_samples.SAMPLES[name]))
+        [top] = predict.predict(workdir, [full], top_k=5)
+        _check_top5(top, [str(i) for i in range(10)])
 
 
 def test_predict_cli_prints_top5_per_image(workdir, images):
