@@ -220,6 +220,35 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     assert not (tmp_path / "nowhere" / "downloads" / "cifar10").exists()  # nothing fetched
 
 
+@pytest.mark.parametrize(
+    "name, close, command",
+    [
+        ("cifar_10", "did you mean 'cifar10', 'cifar100'", "tfds build cifar10 --data_dir {dir}"),
+        (
+            "imagenet2012_typo/subset:1.0.0",
+            "did you mean 'imagenet2012', ",
+            "tfds build imagenet2012 --data_dir {dir}",
+        ),
+        (
+            "digit",
+            "did you mean 'digits'?",
+            "'digits' is bundled: vit-jax prepares it on first use.",
+        ),
+        ("zzqqxx_no_such_thing", "no known name is close.", "tfds build NAME --data_dir {dir}"),
+    ],
+)
+def test_unknown_dataset_is_a_short_error_with_close_names(tmp_path, name, close, command):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(input_pipeline.DatasetNotFoundError) as err:
+        input_pipeline.get_dataset_info(name, missing)
+    message = str(err.value)
+    assert message.startswith(f"Unknown tfds dataset {name!r} (data_dir searched: {missing!r}); ")
+    assert close in message and command.format(dir=missing) in message, message
+    # A few lines, not tfds' catalogue of ~450 names (nor a cause that holds it).
+    assert len(message.splitlines()) <= 3 and len(message.replace(missing, "")) < 350, message
+    assert "abstract_reasoning" not in message and err.value.__cause__ is None
+
+
 def test_bad_arguments_are_clear(data_dir):
     config = _config(data_dir)
     with pytest.raises(ValueError, match="multiple of process_count"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import fcntl
 import functools
 import math
@@ -98,13 +99,29 @@ def _missing_message(name: str, data_dir: str) -> str:
     return message
 
 
+def _unknown_message(name: str, data_dir: str | None) -> str:
+    """A few lines (not tfds' catalogue of hundreds): close names, data_dir, how to prepare."""
+    where = data_dir or tfds.core.constants.DATA_DIR  # tfds' default when None
+    names = tfds.list_builders(with_community_datasets=False)  # local registry, no network
+    close = difflib.get_close_matches(name.split("/")[0].split(":")[0], names, n=3)
+    guess = f"did you mean {', '.join(map(repr, close))}?" if close else "no known name is close."
+    message = f"Unknown tfds dataset {name!r} (data_dir searched: {where!r}); {guess}\n"
+    if close and close[0] in _LOCAL_BUILDERS:
+        return message + f"{close[0]!r} is bundled: vit-jax prepares it on first use."
+    return message + (
+        "Set config.dataset to a tfds name (https://www.tensorflow.org/datasets/catalog) "
+        "and prepare it once with:\n"
+        f"  tfds build {close[0] if close else 'NAME'} --data_dir {where}"
+    )
+
+
 def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """The tfds builder of `name`; prepares the bundled datasets (digits) if needed."""
     _tf()  # hide accelerators before tfds imports TF on its own
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError as err:
-        raise DatasetNotFoundError(f"Unknown tfds dataset {name!r}: {err}") from err
+    except tfds.core.DatasetNotFoundError:  # its message lists every tfds dataset
+        raise DatasetNotFoundError(_unknown_message(name, data_dir)) from None
     if builder.name in _LOCAL_BUILDERS and not builder.is_prepared():
         root = os.fspath(builder.data_dir_root)
         os.makedirs(root, exist_ok=True)
