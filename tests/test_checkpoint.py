@@ -63,18 +63,52 @@ def test_check_params_names_every_problem(tiny):
     assert "head/kernel: checkpoint (16, 6), model (16, 5)" in msg
 
 
-def test_refuses_pickles_and_reports_truncation(tmp_path):
-    np.savez(tmp_path / "p.npz", evil=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(checkpoint.CheckpointError, match="pickled"):
-        checkpoint.read_npz(tmp_path / "p.npz")
+def _npz_bytes(tmp_path) -> bytes:
     checkpoint.write_npz(tmp_path / "ok.npz", {"a": np.arange(1000.0)})
-    data = (tmp_path / "ok.npz").read_bytes()
-    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
-        checkpoint.read_npz(tmp_path / "cut.npz")
-    (tmp_path / "raw.pkl").write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(checkpoint.CheckpointError):
-        checkpoint.read_npz(tmp_path / "raw.pkl")
+    return (tmp_path / "ok.npz").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "content, guess",
+    [
+        pytest.param(
+            lambda tmp: _npz_bytes(tmp)[:2000],
+            "lacks the zip directory at its end",
+            id="truncated-zip",
+        ),
+        pytest.param(
+            lambda tmp: np.random.default_rng(0).bytes(64), "an unknown format", id="random-bytes"
+        ),
+        pytest.param(lambda tmp: b"", "the file is empty", id="empty"),
+        pytest.param(
+            lambda tmp: pickle.dumps({"a": 1}), "looks like a Python pickle", id="pickled-object"
+        ),
+        pytest.param(
+            lambda tmp: b"\x93NUMPY\x01\x00" + b" " * 118, "a single .npy array", id="npy"
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_zip_is_named_as_such(tmp_path, content, guess):
+    data = content(tmp_path)
+    path = tmp_path / "bad.npz"
+    path.write_bytes(data)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.read_npz(path)
+    message = str(e.value)
+    assert message.startswith(f"Not a valid .npz (zip) file: {path} ({len(data)} bytes, ")
+    assert f"first bytes {data[:16]!r}" in message and guess in message
+    assert "pickled" not in message  # np.load's word for any file it does not recognise
+
+
+def test_refuses_pickled_arrays_and_reports_corrupt_members(tmp_path):
+    np.savez(tmp_path / "p.npz", evil=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(checkpoint.CheckpointError, match="contains pickled Python objects"):
+        checkpoint.read_npz(tmp_path / "p.npz")
+    data = bytearray(_npz_bytes(tmp_path))
+    data[len(data) // 2] ^= 0xFF  # inside the array's bytes: a zip whose CRC check fails
+    (tmp_path / "crc.npz").write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match=r"not a readable \.npz file \(truncated"):
+        checkpoint.read_npz(tmp_path / "crc.npz")
     with pytest.raises(checkpoint.CheckpointError, match="not found"):
         checkpoint.read_npz(tmp_path / "missing.npz")
 

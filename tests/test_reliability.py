@@ -328,7 +328,7 @@ BAD_INPUTS = [
      {"init_checkpoint": "{seven_classes}", "reinit_head": False}, checkpoint.CheckpointError,
      r"shape mismatch at head/kernel: checkpoint \(32, 7\), model \(32, 10\)"),
     ("truncated_npz", {"init_checkpoint": "{truncated}"}, checkpoint.CheckpointError,
-     r"truncated\.npz is not a readable \.npz file \(truncated or corrupt\?\)"),
+     r"Not a valid \.npz \(zip\) file: .*truncated\.npz \(\d+ bytes, .*\(truncated\)"),
     ("npz_with_pickled_objects", {"init_checkpoint": "{evil}"}, checkpoint.CheckpointError,
      r"evil\.npz contains pickled Python objects; refusing to load it"),
     ("missing_init_checkpoint", {"init_checkpoint": "/nonexistent/ViT-B_16.npz"},

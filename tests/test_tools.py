@@ -138,7 +138,7 @@ def test_cli_missing_checkpoint_is_one_error_line(images, tmp_path):
     (predict, ["--checkpoint", "{wd}", "{broken}"], "Cannot read"),
     (predict, ["--checkpoint", "{tmp}", "{image}"], "not a vit_jax workdir"),
     (predict, ["--checkpoint", "{image}", "{image}"], "is not a checkpoint"),
-    (predict, ["--checkpoint", "{bad_npz}", "{image}"], "not a .npz file"),
+    (predict, ["--checkpoint", "{bad_npz}", "{image}"], "Not a valid .npz (zip) file"),
     (visualize, ["--checkpoint", "{wd}", "{image}", "--out", "{tmp}/no/dir.png"], "no folder"),
     (plot, ["{tmp}", "--out", "{tmp}/c.png"], "not a training workdir"),
     (plot, ["{tmp}/missing", "--out", "{tmp}/c.png"], "No workdir"),

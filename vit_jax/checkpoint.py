@@ -33,6 +33,31 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- file I/O
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (the second: empty zip)
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_MAGIC = tuple(b"\x80" + bytes([v]) for v in range(2, 6))  # pickle protocols 2..5
+
+
+def _not_npz_error(path: str) -> CheckpointError:
+    """The error for a file that is not a zip archive: its size, first bytes and a guess."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if size == 0:
+        guess = "the file is empty"
+    elif head.startswith(_ZIP_MAGIC):
+        guess = "it starts as a zip archive but lacks the zip directory at its end (truncated)"
+    elif head.startswith(_NPY_MAGIC):
+        guess = "it is a single .npy array, not an .npz archive of named arrays"
+    elif head.startswith(_PICKLE_MAGIC):
+        guess = "it looks like a Python pickle, which is never loaded (it could execute code)"
+    else:
+        guess = "an unknown format"
+    return CheckpointError(
+        f"Not a valid .npz (zip) file: {path} ({size} bytes, first bytes {head!r}); {guess}."
+    )
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a flat `.npz` into {key: array}, never executing pickled code.
 
@@ -43,11 +68,18 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
       A dict from "/"-joined parameter names to numpy arrays.
 
     Raises:
-      CheckpointError: missing, truncated/corrupt, or holding pickled objects.
+      CheckpointError: missing, not a zip archive (empty, truncated, a pickle, ...),
+        corrupt inside, or holding pickled objects.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint file not found: {path}")
+    # np.load takes any non-zip, non-.npy file for a pickle (allow_pickle=False then says
+    # "pickled data"), so a file that is not a zip archive is told apart first.
+    with open(path, "rb") as f:
+        is_zip = f.read(4).startswith(_ZIP_MAGIC)
+    if not (is_zip and zipfile.is_zipfile(path)):
+        raise _not_npz_error(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}

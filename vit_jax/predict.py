@@ -49,8 +49,6 @@ def load_checkpoint(path: str, dataset: str | None = None,
     """
     if os.path.isfile(path) and not path.endswith(".npz"):
         raise ValueError(f"{path} is not a checkpoint: expected a training workdir or a .npz.")
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # an .npz is a zip archive
-        raise ValueError(f"{path} is not a .npz file (not a zip archive); is it truncated?")
     try:
         return evaluate.load_model(path, dataset=dataset, data_dir=data_dir)
     except FileNotFoundError:
