@@ -123,6 +123,23 @@ def test_predict_cli_prints_top5_per_image(workdir, images):
         assert len(probs) == 5 and sum(probs) <= 1.0 + 1e-3
 
 
+def test_evaluate_cli_unknown_config_field_is_one_error_line(tmp_path):
+    flags = ["--checkpoint", str(tmp_path), "--config", "configs/digits.py"]
+    run = subprocess.run(
+        [sys.executable, "-m", "vit_jax.evaluate", *flags, "--config.nonexistent=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "FATAL Flags parsing error: the config has no field 'nonexistent' (from a --config.* "
+        "flag); the fields are in configs/default.py."
+    ], run.stderr
+
+
 def test_cli_missing_checkpoint_is_one_error_line(images, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "vit_jax.visualize", "--checkpoint", str(tmp_path / "nope"),

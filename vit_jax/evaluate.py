@@ -144,6 +144,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", None, "A training workdir or an official .npz file.")
     flags.mark_flag_as_required("checkpoint")
 
-    from vit_jax.train import run_cli
+    # train's flag parser: `--config.<unknown field>` is one error line, not a traceback.
+    from vit_jax.train import _parse_flags, run_cli
 
-    app.run(lambda argv: run_cli(lambda: main(argv)))
+    app.run(lambda argv: run_cli(lambda: main(argv)), flags_parser=_parse_flags)
