@@ -10,7 +10,10 @@ size and dtype. bfloat16 means bf16 compute with float32 parameters on both side
 Flax `dtype=` and `torch.autocast`). Frameworks are interleaved across repeats (the order
 rotates) so that machine noise hits all of them; every step blocks on its result.
 FLOP/s are analytic (`vit_jax.flops`), MFU is against --peak-tflops or a matmul measured
-in the same run on the same device.
+in the same run on the same device. Process CPU seconds per step are reported too: on a
+shared CPU box they are the figure that noise barely moves. The command line first calls
+`vit_jax.host_memory.retain_freed_memory` (as `vit_jax.train` does; it applies to both
+frameworks, which share the process).
 """
 
 from __future__ import annotations
@@ -83,12 +86,17 @@ class Runner(abc.ABC):
     def prepare(self, mode: str, warmup: int) -> dict[str, Any]:
         """Builds, compiles and warms up the step of `mode`; returns its set-up figures."""
 
-    def run(self, mode: str, steps: int) -> float:
-        """Runs `steps` steps, blocking on each; returns the mean seconds per step."""
-        t0 = time.perf_counter()
+    def run(self, mode: str, steps: int) -> tuple[float, float]:
+        """Runs `steps` steps, blocking on each.
+
+        Returns:
+          Mean wall seconds and mean process CPU seconds (all threads) per step. The CPU
+          seconds barely move when other jobs share the cores, the wall time does.
+        """
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             self.step(mode)
-        return (time.perf_counter() - t0) / steps
+        return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
     @abc.abstractmethod
     def step(self, mode: str) -> None:
@@ -298,11 +306,14 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             prepared[name][mode] = runner.prepare(mode, warmup=opts.warmup)
             print(f"prepared {name:13s} {mode:5s}: {_fmt(prepared[name][mode])}", flush=True)
     times: dict[str, dict[str, list[float]]] = {n: {m: [] for m in opts.modes} for n in names}
+    cpu: dict[str, dict[str, list[float]]] = {n: {m: [] for m in opts.modes} for n in names}
     for rep in range(opts.repeats):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for name in order:
             for mode in opts.modes:
-                times[name][mode].append(runners[name].run(mode, opts.steps))
+                wall_s, cpu_s = runners[name].run(mode, opts.steps)
+                times[name][mode].append(wall_s)
+                cpu[name][mode].append(cpu_s)
     peak = _peak(opts, [n.split("-")[0] for n in names])
     results: dict[str, Any] = {}
     for name in names:
@@ -316,6 +327,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             results[name][mode] = {
                 **prepared[name][mode],
                 "step_s": step_s,
+                "process_cpu_s_per_step": _spread(cpu[name][mode]),
                 "images_per_s": {"median": opts.batch_size / step_s["median"],
                                  "min": opts.batch_size / step_s["max"],
                                  "max": opts.batch_size / step_s["min"]},
@@ -370,14 +382,15 @@ def print_table(result: dict[str, Any]) -> None:
           f"attention={o['attention']} remat={o['remat']} scan={o['scan']}; peak "
           f"{result['peak']['tflops']:.3g} TFLOP/s ({result['peak']['source']})")
     print(f"{'framework':14s}{'mode':6s}{'img/s med':>10s}{'[min, max]':>18s}{'step ms':>9s}"
-          f"{'compile s':>10s}{'TFLOP/s':>9s}{'MFU':>7s}{'traces':>7s}")
+          f"{'cpu s':>7s}{'compile s':>10s}{'TFLOP/s':>9s}{'MFU':>7s}{'traces':>7s}")
     for name, modes in result["results"].items():
         for mode, r in modes.items():
             ips = r["images_per_s"]
             spread = f"[{ips['min']:.1f}, {ips['max']:.1f}]"
             traces = "-" if r["traces_total"] is None else str(r["traces_total"])
             print(f"{name:14s}{mode:6s}{ips['median']:10.1f}{spread:>18s}"
-                  f"{r['step_s']['median'] * 1e3:9.1f}{r.get('compile_s', 0.0):10.2f}"
+                  f"{r['step_s']['median'] * 1e3:9.1f}"
+                  f"{r['process_cpu_s_per_step']['median']:7.2f}{r.get('compile_s', 0.0):10.2f}"
                   f"{r['tflops']:9.4g}{r['mfu']:7.1%}{traces:>7s}")
     for key, by_mode in result["ratios"].items():
         print(f"{key}: " + ", ".join(f"{m} {v:.2f}x" for m, v in by_mode.items()))
@@ -396,8 +409,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str | None]:
     p.add_argument("--mode", choices=("train", "infer", "both"), default="both",
                    help="Train step (fwd+bwd+AdamW), inference forward, or both.")
     p.add_argument("--attention", choices=("default", "xla", "cudnn"), default="default",
-                   help="jax.nn.dot_product_attention implementation (cudnn: GPU flash "
-                        "kernel; default: XLA picks). PyTorch always uses its default SDPA.")
+                   help="JAX attention (vit_jax/attention.py): default = vit_jax's softmax "
+                        "attention with a hand-written backward; xla / cudnn = "
+                        "jax.nn.dot_product_attention (cudnn: GPU flash kernel). PyTorch "
+                        "always uses its default SDPA.")
     p.add_argument("--remat", action="store_true", help="JAX: recompute block activations.")
     p.add_argument("--scan", action="store_true", help="JAX: nn.scan over the blocks.")
     p.add_argument("--steps", type=int, default=5, help="Timed steps per repeat.")
@@ -424,6 +439,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str | None]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry point: runs, prints the table, writes --json."""
+    from vit_jax.host_memory import retain_freed_memory
+
+    host_memory_retained = retain_freed_memory()  # before JAX's CPU client exists
     # Two frameworks share one GPU: JAX must not grab 75% of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     opts, out = parse_args(argv)
@@ -432,6 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    result["environment"]["host_memory_retained"] = host_memory_retained
     print_table(result)
     if out:
         with open(out, "w") as f:

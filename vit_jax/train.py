@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint, models, parallel
+from vit_jax.host_memory import retain_freed_memory
 from vit_jax.state import CheckpointStore, TrainState
 
 logger = logging.getLogger("vit_jax")
@@ -371,6 +372,7 @@ def main(argv: list[str]) -> None:
     del argv
     FLAGS = flags.FLAGS
     absl_logging.set_verbosity(absl_logging.WARNING)  # the progress line says enough
+    retain_freed_memory()  # before JAX's CPU client exists: see vit_jax/host_memory.py
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     config = FLAGS.config
     print(f"vit_jax.train: {config.model.variant} on {config.dataset}, "
