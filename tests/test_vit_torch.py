@@ -294,7 +294,7 @@ def test_cli_bad_requests_exit_2_with_a_message(tmp_path, capsys):
         ([tmp_path / "m.pt", tmp_path / "o.npz"], "--variant"),  # head count unknown
         ([tmp_path / "a.npz", tmp_path / "o.pt", "--variant", "B/16"], "not a B/16"),
         ([tmp_path / "a.npz", tmp_path / "o.npz"], "one side must be .npz"),
-        ([tmp_path / "junk.npz", tmp_path / "o.pt"], "not a readable .npz"),
+        ([tmp_path / "junk.npz", tmp_path / "o.pt"], "Not a valid .npz (zip) file"),
         ([tmp_path / "nope.npz", tmp_path / "o.pt"], "not found"),
         ([tmp_path / "a.npz", tmp_path / "o.pt", "--variant", "X/1"], "Unknown ViT variant"),
     ]
