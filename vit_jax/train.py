@@ -10,12 +10,10 @@ step, continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,17 +27,27 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint, models, parallel
+from vit_jax.cli import (
+    TrainingError,
+    _install_sigterm_handler,
+    _parse_flags,
+    initialize_distributed,
+    run_cli,
+)
 from vit_jax.host_memory import retain_freed_memory
+from vit_jax.optim import create_optimizer, create_schedule
 from vit_jax.state import CheckpointStore, TrainState
+
+__all__ = [  # the public API, with the names re-exported from optim and cli
+    "TrainingError", "create_model", "create_optimizer", "create_schedule", "cross_entropy",
+    "evaluate", "initialize_distributed", "main", "make_eval_step", "make_train_step",
+    "run_cli", "total_train_steps", "train_and_evaluate",
+]
 
 logger = logging.getLogger("vit_jax")
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
-
-
-# ------------------------------------------------------------------ model & optimizer
+# ---------------------------------------------------------------------------- model
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> models.VisionTransformer:
     """The model described by `config.model`."""
     m = config.model
@@ -53,50 +61,6 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int) -> models.
     if m.patch_size is not None:
         overrides["patch_size"] = m.patch_size
     return models.create_model(m.variant, num_classes=num_classes, **overrides)
-
-
-def create_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """Linear warm-up to `learning_rate`, then cosine / linear decay or constant."""
-    warmup = min(config.warmup_steps, total_steps)
-    decay_steps = max(total_steps - warmup, 1)
-    if config.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(
-            config.learning_rate, decay_steps, alpha=config.end_learning_rate / config.learning_rate
-        )
-    elif config.schedule == "linear":
-        decay = optax.linear_schedule(config.learning_rate, config.end_learning_rate, decay_steps)
-    elif config.schedule == "constant":
-        decay = optax.constant_schedule(config.learning_rate)
-    else:
-        raise ValueError(f"Unknown schedule {config.schedule!r} (cosine | linear | constant).")
-    warm = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
-    return optax.join_schedules([warm, decay], [warmup])
-
-
-def create_optimizer(
-    config: ml_collections.ConfigDict, total_steps: int
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Global-norm clipping, then AdamW (decay on kernels only) or SGD with momentum."""
-    schedule = create_schedule(config, total_steps)
-    if config.optimizer == "adamw":
-        # Decay only matrices (`.../kernel`), not biases, norms or embeddings (big_vision).
-        def decay_mask(params):
-            flat = checkpoint.flatten(params)
-            return checkpoint.unflatten({k: k.endswith("kernel") for k in flat})
-
-        tx = optax.adamw(schedule, b1=config.b1, b2=config.b2,
-                         weight_decay=config.weight_decay, mask=decay_mask)
-    elif config.optimizer == "sgd":
-        tx = optax.chain(
-            optax.add_decayed_weights(config.weight_decay) if config.weight_decay
-            else optax.identity(),
-            optax.sgd(schedule, momentum=config.momentum),
-        )
-    else:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r} (adamw | sgd).")
-    if config.grad_clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-    return tx, schedule
 
 
 # ------------------------------------------------------------------------ the steps
@@ -320,51 +284,7 @@ def _pretrained(config: ml_collections.ConfigDict, model: models.VisionTransform
     return checkpoint.adapt_pretrained(loaded, init, reinit_head=config.reinit_head)
 
 
-def _install_sigterm_handler() -> Callable[[int], bool]:
-    """Returns `preempted(step)`: True once SIGTERM arrived (all processes agree on when)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        # JAX's preemption notifier catches SIGTERM and picks a step every process reaches.
-        return multihost_utils.reached_preemption_sync_point
-    flag = {"set": False}
-
-    def handler(signum, frame):
-        flag["set"] = True
-
-    # Outside the main thread (some test runners) no handler can be installed.
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, handler)
-    return lambda step: flag["set"]
-
-
 # ------------------------------------------------------------------------------ main
-def run_cli(fn: Callable[[], Any]) -> None:
-    """Runs a CLI body; user errors become one 'error:' line and exit code 2, no traceback."""
-    import sys
-
-    from vit_jax import input_pipeline
-
-    user_errors = (ValueError, FileNotFoundError, TrainingError,
-                   input_pipeline.DatasetNotFoundError)
-    try:
-        fn()
-    except user_errors as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
-def initialize_distributed(coordinator: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
-    """`jax.distributed.initialize` from flags, or from the environment (SLURM, TPU pods,
-    JAX_COORDINATOR_ADDRESS...) when `VIT_JAX_DISTRIBUTED=1`; a no-op for one process."""
-    if coordinator:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    elif os.environ.get("VIT_JAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()  # auto-detected cluster
-
-
 def main(argv: list[str]) -> None:
     from absl import flags
     from absl import logging as absl_logging
@@ -392,21 +312,6 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
     flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
     flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, plus a flag error (not a traceback) for `--config.<unknown field>`."""
-    import sys
-
-    from absl import app
-
-    try:
-        return app.parse_flags_with_usage(argv)  # prints flags.Error and exits 1 itself
-    except AttributeError as e:  # ml_collections: an override of a field the config lacks
-        field = str(e).strip("'\"")  # ml_collections wraps the KeyError's repr
-        sys.stderr.write(f"FATAL Flags parsing error: the config has no field {field!r} (from "
-                         "a --config.* flag); the fields are in configs/default.py.\n")
-        sys.exit(1)
 
 
 if __name__ == "__main__":
