@@ -4,6 +4,8 @@
 here: building both models with identical random weights, moving them through the
 official `.npz` file in either direction, forward passes with every named intermediate,
 loss gradients, optimizer steps, the position-embedding resize and bfloat16 compute.
+Models, weights, images and the `.npz` trips are built in `parity.weights`; every
+name there is re-exported here, so callers use `harness.X` for all of it.
 
 All comparisons happen in the official npz layout (flat "/"-joined keys), so a difference
 is named by the same key on both sides. Images are NHWC for Flax and the same array
@@ -25,12 +27,33 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from vit_jax import checkpoint, models
+from parity.weights import (
+    Flat,
+    Params,
+    flax_model,
+    flax_to_torch,
+    init_flax,
+    init_torch,
+    param_shapes,
+    random_images,
+    randomise,
+    torch_model,
+    torch_to_flax,
+    torch_to_npz,
+)
+from vit_jax import checkpoint
 from vit_torch import convert
 from vit_torch import model as torch_vit
 
-Flat = dict[str, np.ndarray]
-Params = dict[str, Any]  # a nested Flax parameter tree
+__all__ = [  # with the models, weights and npz trips re-exported from parity.weights
+    "BF16_CASES", "BF16_REL", "CASES", "CASES_BY_NAME", "FEATURE_REL", "LOGITS_REL",
+    "RESIZE_CASES", "RESIZE_TO", "Bf16Result", "Case", "Flat", "ForwardPair", "Outputs",
+    "Params", "ResizeResult", "assert_rel_close", "flax_forward", "flax_model",
+    "flax_to_torch", "forward_flax_to_torch", "forward_torch_to_flax", "init_flax",
+    "init_torch", "measure_bf16", "measure_resize", "param_shapes", "random_images",
+    "randomise", "rel_diff", "to_nchw", "torch_forward", "torch_model", "torch_to_flax",
+    "torch_to_npz",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,144 +121,6 @@ FEATURE_REL = 1e-5
 # both frameworks and between them. 3x headroom; `test_bf16_compute` also checks that
 # the error is far above float32's, i.e. that bfloat16 compute really happened.
 BF16_REL = 3e-2
-
-
-# ------------------------------------------------------------------------ inputs, weights
-def random_images(case: Case, seed: int, size: int | None = None) -> np.ndarray:
-    """(B, H, H, 3) float32 images uniform in [-1, 1] (the input pipeline's range)."""
-    size = size or case.image_size
-    rng = np.random.default_rng(1000 + seed)
-    return rng.uniform(-1.0, 1.0, (case.batch, size, size, 3)).astype(np.float32)
-
-
-def randomise(flat: Mapping[str, np.ndarray], seed: int, scale: float = 0.1) -> Flat:
-    """Adds N(0, scale²) noise to every constant or near-zero leaf, keeps the others.
-
-    The official initialisers leave the head, the class token and most biases at zero,
-    LayerNorm scales at one and MLP biases at 1e-6: with them a wrong transpose of the
-    head or a swapped q/k bias would not change the logits. 0.1 is the size trained
-    biases have, and a 0.1-std head on unit-norm features gives logits of order one.
-
-    Args:
-      flat: name → array (npz keys or torch state-dict keys).
-      seed: noise seed.
-      scale: standard deviation of the noise.
-
-    Returns:
-      A new dict; the randomly initialised leaves (kernels, posemb) are unchanged.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for key in sorted(flat):
-        a = np.asarray(flat[key])
-        if a.std() < 1e-4:  # zeros, ones, the 1e-6 MLP biases
-            a = (a + scale * rng.standard_normal(a.shape)).astype(a.dtype)
-        out[key] = a
-    return out
-
-
-def flax_model(case: Case, dtype: Any = jnp.float32) -> models.VisionTransformer:
-    """The case's Flax module (float32 parameters, `dtype` compute)."""
-    return models.create_model(case.variant, num_classes=case.num_classes, scan=case.scan,
-                               dtype=dtype, **case.kwargs)
-
-
-def torch_model(case: Case, image_size: int | None = None, *, empty: bool = False
-                ) -> torch_vit.VisionTransformer:
-    """The case's torch module (eval mode), its position embedding sized for `image_size`.
-
-    Args:
-      case: the configuration.
-      image_size: defaults to the case's.
-      empty: skip initialisation (built on the meta device, then given uninitialised
-        memory): for a model whose every weight is loaded next, ~2 s less on a B/16, and a
-        weight the loader forgot would hold garbage, not plausible init values.
-    """
-    with torch.device("meta" if empty else "cpu"):
-        model = torch_vit.create_model(case.variant, num_classes=case.num_classes,
-                                       img_size=image_size or case.image_size, **case.kwargs)
-    return (model.to_empty(device="cpu") if empty else model).eval()
-
-
-@functools.cache
-def param_shapes(case: Case, image_size: int) -> Params:
-    """The Flax parameter tree's shapes (`jax.ShapeDtypeStruct`s), traced once per case."""
-    return models.param_shapes(flax_model(case), image_size)
-
-
-def init_flax(case: Case, seed: int) -> Params:
-    """Flax parameters from the model's own initialisers, then `randomise`d.
-
-    Cases that differ only in options without parameters (GELU, scan) get the same
-    weights, initialised once (`_init_flat`).
-    """
-    shape_key = dataclasses.replace(
-        case, name="", scan=False, train=False,
-        options=tuple(kv for kv in case.options if kv[0] != "gelu_approximate"))
-    return checkpoint.npz_dict_to_params(_init_flat(shape_key, seed), scan=case.scan)
-
-
-@functools.lru_cache(maxsize=16)  # at most ~1.5 GB: the real variants' are 22-350 MB
-def _init_flat(case: Case, seed: int) -> Flat:
-    """`init_flax`'s weights in npz layout (shared, read-only: callers never write them).
-
-    Initialised as a `scan=True` model and unstacked: the same initialisers and scales,
-    but XLA compiles one block's initialisers instead of twelve (~2 s instead of ~7 s).
-    """
-    model = flax_model(dataclasses.replace(case, scan=True))
-    images = jnp.zeros((1, case.image_size, case.image_size, 3), jnp.float32)
-    # Jitted so that XLA drops the forward pass `init` runs: only the initialisers remain.
-    params = jax.jit(lambda key: model.init(key, images)["params"])(jax.random.key(seed))
-    flat = randomise(checkpoint.params_to_npz_dict(params), seed)
-    for a in flat.values():
-        a.flags.writeable = False
-    return flat
-
-
-def init_torch(case: Case, seed: int) -> torch_vit.VisionTransformer:
-    """A torch model from its own (official-scale) initialisers, then `randomise`d."""
-    torch.manual_seed(seed)
-    model = torch_model(case)
-    noisy = randomise({k: v.numpy() for k, v in model.state_dict().items()}, seed)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in noisy.items()})
-    return model
-
-
-# ---------------------------------------------------------------- through the npz file
-def flax_to_torch(
-    case: Case, params: Params, image_size: int | None = None
-) -> torch_vit.VisionTransformer:
-    """Flax params → `checkpoint.save_npz` → `.npz` file → `vit_torch.load_npz`.
-
-    Args:
-      case: the configuration.
-      params: the Flax tree.
-      image_size: build the torch model for this size; the file's position embedding is
-        then resized by `load_npz(..., resize=True)`.
-
-    Returns:
-      The torch model holding the file's weights.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "flax.npz")
-        checkpoint.save_npz(path, params)
-        model = torch_model(case, image_size, empty=True)
-        return convert.load_npz(model, path, resize=image_size is not None)
-
-
-def torch_to_flax(case: Case, model: torch_vit.VisionTransformer) -> Params:
-    """torch model → `vit_torch.save_npz` → `.npz` file → `checkpoint.load_npz` (checked)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "torch.npz")
-        convert.save_npz(model, path)
-        params = checkpoint.load_npz(path, scan=case.scan)
-    checkpoint.check_params(params, param_shapes(case, case.image_size))
-    return params
-
-
-def torch_to_npz(tensors: Mapping[str, torch.Tensor], model: torch_vit.VisionTransformer) -> Flat:
-    """A state-dict-shaped mapping (weights or their gradients) → npz layout."""
-    return convert.state_dict_to_npz(tensors, num_heads=model.num_heads)
 
 
 # --------------------------------------------------------------------------- forward
