@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import ops
 from vit_jax.attention import dot_product_attention
 from vit_jax.variants import VARIANTS, decode_variant
 
@@ -78,6 +79,23 @@ class AddPositionEmbs(nn.Module):
         return x + posemb.astype(x.dtype)  # (B, N, D)
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with params `scale`/`bias` (the official names).
+
+    Statistics in float32; the backward pass saves only the input (see `vit_jax.ops`).
+    """
+
+    epsilon: float = LAYER_NORM_EPS
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,))
+        bias = self.param("bias", nn.initializers.zeros, (d,))
+        return ops.layer_norm(x, scale, bias, self.epsilon).astype(self.dtype)  # (..., D)
+
+
 class MlpBlock(nn.Module):
     """Dense → GELU → dropout → Dense → dropout."""
 
@@ -93,7 +111,7 @@ class MlpBlock(nn.Module):
             nn.Dense, dtype=self.dtype, kernel_init=_xavier, bias_init=_mlp_bias_init
         )
         y = dense(self.mlp_dim)(x)  # (B, N, mlp_dim)
-        y = nn.gelu(y, approximate=self.gelu_approximate)
+        y = ops.gelu(y, self.gelu_approximate)  # saves only y for the backward pass
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         y = dense(d)(y)  # (B, N, D)
         return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
@@ -168,7 +186,7 @@ class Encoder1DBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, drop_path_rate: float | Array = 0.0) -> tuple[Array, Any]:
-        ln = functools.partial(nn.LayerNorm, epsilon=LAYER_NORM_EPS, dtype=self.dtype)
+        ln = functools.partial(LayerNorm, dtype=self.dtype)
         # Explicit names keep the official numbering (LayerNorm_0, ..._1, LayerNorm_2, ..._3).
         y = ln(name="LayerNorm_0")(x)
         y, weights = MultiHeadAttention(
@@ -246,7 +264,7 @@ class Encoder(nn.Module):
                 x, (_, w) = block_cls(**block_kwargs, name=f"encoderblock_{i}")(x, drop_rates[i])
                 hidden_states.append(x)
                 attn.append(w)
-        x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="encoder_norm")(x)
+        x = LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
         return x, hidden_states, attn
 
 
