@@ -6,7 +6,7 @@ variant runs on the same params and is checked against the unpatched model. Step
 real `vit_jax.benchmark.JaxRunner` steps; all variants and eager PyTorch are timed
 interleaved in one process, so machine noise hits them alike.
 
-    python benchmarks/cpu_variants.py --variant Ti/16 --variants base,fused_qkv --rounds 8
+    python benchmarks/cpu_variants.py --variant Ti/16 --variants base,xla_dpa --rounds 8
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/cpu_variants.py
 """
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
-from vit_jax import benchmark, models
+from vit_jax import attention, benchmark, models
 
 _ORIGINAL = models.MultiHeadAttention
 
@@ -64,49 +64,18 @@ def _fused_projections(mod: Any, x: jax.Array) -> tuple[jax.Array, jax.Array, ja
 
 
 def _dpa(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """The model's attention: `jax.nn.dot_product_attention` (XLA implementation)."""
+    """`jax.nn.dot_product_attention` (XLA implementation): the model's attention until
+    2026-11-26, autodiff backward."""
     return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
 
 def _head_major(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """softmax(q·kᵀ/√Dh)·v with heads moved before tokens: (B, K, N, Dh) batched matmuls."""
+    """softmax(q·kᵀ/√Dh)·v with heads moved before tokens, autodiff backward."""
     scale = q.shape[-1] ** -0.5
     qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q * scale, k, v))  # (B, K, N, Dh)
     logits = jnp.einsum("bkqh,bkvh->bkqv", qh, kh)  # (B, K, N, N)
     w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("bkqv,bkvh->bkqh", w, vh).transpose(0, 2, 1, 3)  # (B, N, K, Dh)
-
-
-@jax.custom_vjp
-def _head_major_vjp(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """`_head_major` with a hand-written backward that reuses the softmax weights."""
-    return _head_major_fwd(q, k, v)[0]
-
-
-def _head_major_fwd(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, Any]:
-    scale = q.shape[-1] ** -0.5
-    qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q * scale, k, v))  # (B, K, N, Dh)
-    logits = jnp.einsum("bkqh,bkvh->bkqv", qh, kh, preferred_element_type=jnp.float32)
-    w = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # (B, K, N, N)
-    y = jnp.einsum("bkqv,bkvh->bkqh", w, vh).transpose(0, 2, 1, 3)  # (B, N, K, Dh)
-    return y, (qh, kh, vh, w)
-
-
-def _head_major_bwd(res: Any, dy: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    qh, kh, vh, w = res
-    scale = qh.shape[-1] ** -0.5
-    dyh = dy.transpose(0, 2, 1, 3)  # (B, K, N, Dh)
-    dv = jnp.einsum("bkqv,bkqh->bkvh", w, dyh)
-    dw = jnp.einsum("bkqh,bkvh->bkqv", dyh, vh, preferred_element_type=jnp.float32)
-    wf = w.astype(jnp.float32)
-    dlogits = (wf * (dw - (dw * wf).sum(-1, keepdims=True))).astype(qh.dtype)  # softmax bwd
-    dq = jnp.einsum("bkqv,bkvh->bkqh", dlogits, kh) * scale
-    dk = jnp.einsum("bkqv,bkqh->bkvh", dlogits, qh)  # qh already carries the scale
-    back = lambda t: t.transpose(0, 2, 1, 3)
-    return back(dq), back(dk), back(dv)
-
-
-_head_major_vjp.defvjp(_head_major_fwd, _head_major_bwd)
 
 
 def _variant(project: Callable[..., Any], attend: Callable[..., jax.Array]) -> type:
@@ -124,12 +93,12 @@ def _variant(project: Callable[..., Any], attend: Callable[..., jax.Array]) -> t
 
 
 VARIANTS = {
+    # base: the model as it is, i.e. vit_jax.attention.softmax_attention (head-major,
+    # hand-written backward) since 2026-11-27.
     "base": _ORIGINAL,
-    "fused_qkv": _variant(_fused_projections, _dpa),
-    "head_major": _variant(_separate_projections, _head_major),
-    "fused_head_major": _variant(_fused_projections, _head_major),
-    "head_major_vjp": _variant(_separate_projections, _head_major_vjp),
-    "fused_head_major_vjp": _variant(_fused_projections, _head_major_vjp),
+    "xla_dpa": _variant(_separate_projections, _dpa),
+    "head_major_autodiff": _variant(_separate_projections, _head_major),
+    "fused_qkv": _variant(_fused_projections, attention.softmax_attention),
 }
 
 

@@ -172,7 +172,7 @@ def _main() -> None:
     from vit_jax import train
 
     train._define_flags()  # what vit_jax/train.py does under __main__
-    app.run(train.main, flags_parser=train._parse_flags)
+    app.run(train.main, flags_parser=train.parse_flags)
 
 
 if __name__ == "__main__":

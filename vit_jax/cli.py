@@ -1,8 +1,8 @@
 """Process plumbing the command-line tools share (`vit_jax.train` re-exports it all).
 
 `run_cli` turns user errors (`TrainingError` among them) into one "error:" line and exit
-code 2; `_parse_flags` is
-absl's flag parser with a clear error for an unknown `--config.<field>`;
+code 2; `parse_flags` is absl's flag parser with a clear error for an unknown
+`--config.<field>`;
 `initialize_distributed` starts multi-host JAX; `_install_sigterm_handler` tells the
 training loop that the process was asked to stop (preemption), on a step every process
 agrees on.
@@ -29,10 +29,9 @@ def run_cli(fn: Callable[[], Any]) -> None:
     """Runs a CLI body; user errors become one 'error:' line and exit code 2, no traceback."""
     import sys
 
-    from vit_jax import input_pipeline
+    from vit_jax.dataset_info import DatasetNotFoundError
 
-    user_errors = (ValueError, FileNotFoundError, TrainingError,
-                   input_pipeline.DatasetNotFoundError)
+    user_errors = (ValueError, FileNotFoundError, TrainingError, DatasetNotFoundError)
     try:
         fn()
     except user_errors as e:
@@ -51,7 +50,7 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None,
         jax.distributed.initialize()  # auto-detected cluster
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str]) -> list[str]:
     """absl's parsing, plus a flag error (not a traceback) for `--config.<unknown field>`."""
     import sys
 

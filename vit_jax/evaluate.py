@@ -145,6 +145,6 @@ if __name__ == "__main__":
     flags.mark_flag_as_required("checkpoint")
 
     # train's flag parser: `--config.<unknown field>` is one error line, not a traceback.
-    from vit_jax.train import _parse_flags, run_cli
+    from vit_jax.cli import parse_flags, run_cli
 
-    app.run(lambda argv: run_cli(lambda: main(argv)), flags_parser=_parse_flags)
+    app.run(lambda argv: run_cli(lambda: main(argv)), flags_parser=parse_flags)

@@ -136,9 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the PNG file to write")
     parser.add_argument("--title", default=None, help="figure title (default: the workdir name)")
     args = parser.parse_args(argv)
-    # run_cli lives with the training CLI; importing it costs a jax import (~2 s), which
-    # keeps every tool's error handling identical.
-    from vit_jax.train import run_cli
+    # The tools' shared error handling; importing it costs a jax import (~2 s).
+    from vit_jax.cli import run_cli
 
     def run() -> None:
         plot_curves(args.workdir, args.out, args.title)

@@ -212,7 +212,7 @@ def quiet_logs() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; user errors end in one 'error:' line and exit code 2."""
-    from vit_jax.train import run_cli
+    from vit_jax.cli import run_cli
 
     args = parse_args(argv)
     quiet_logs()

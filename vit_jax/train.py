@@ -30,8 +30,8 @@ from vit_jax import checkpoint, models, parallel
 from vit_jax.cli import (
     TrainingError,
     _install_sigterm_handler,
-    _parse_flags,
     initialize_distributed,
+    parse_flags,
     run_cli,
 )
 from vit_jax.host_memory import retain_freed_memory
@@ -41,7 +41,7 @@ from vit_jax.state import CheckpointStore, TrainState
 __all__ = [  # the public API, with the names re-exported from optim and cli
     "TrainingError", "create_model", "create_optimizer", "create_schedule", "cross_entropy",
     "evaluate", "initialize_distributed", "main", "make_eval_step", "make_train_step",
-    "run_cli", "total_train_steps", "train_and_evaluate",
+    "parse_flags", "run_cli", "total_train_steps", "train_and_evaluate",
 ]
 
 logger = logging.getLogger("vit_jax")
@@ -318,4 +318,4 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)

@@ -179,7 +179,7 @@ def visualize(checkpoint: str | evaluate.LoadedModel, paths: Sequence[str], out:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; user errors end in one 'error:' line and exit code 2."""
-    from vit_jax.train import run_cli
+    from vit_jax.cli import run_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m vit_jax.visualize",
