@@ -219,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=FIGURES, default=FIGURES,
                         help="figures to draw (default: all)")
     args = parser.parse_args(argv)
-    from vit_jax import predict
+    from vit_jax import cli
 
-    predict.quiet_logs()
+    cli.quiet_logs()
     os.makedirs(args.out, exist_ok=True)
     needs_run = {"attention", "curves"} & set(args.only)
     if needs_run and not os.path.isfile(os.path.join(args.workdir, "config.json")):

@@ -169,10 +169,10 @@ def _main() -> None:
     _install_instruments()
     from absl import app
 
-    from vit_jax import train
+    from vit_jax import cli, train
 
-    train._define_flags()  # what vit_jax/train.py does under __main__
-    app.run(train.main, flags_parser=train.parse_flags)
+    train.define_flags()  # what vit_jax/train.py does under __main__
+    app.run(train.main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

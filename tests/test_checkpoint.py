@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, models
+from vit_jax import checkpoint, errors, models
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_check_params_names_every_problem(tiny):
     del flat["cls"]
     flat["extra/kernel"] = np.zeros(3)
     flat["head/kernel"] = np.zeros((16, 6))
-    with pytest.raises(checkpoint.CheckpointError) as e:
+    with pytest.raises(errors.CheckpointError) as e:
         checkpoint.check_params(checkpoint.unflatten(flat), params)
     msg = str(e.value)
     assert "missing key cls" in msg and "unexpected key extra/kernel" in msg
@@ -92,7 +92,7 @@ def test_a_file_that_is_not_a_zip_is_named_as_such(tmp_path, content, guess):
     data = content(tmp_path)
     path = tmp_path / "bad.npz"
     path.write_bytes(data)
-    with pytest.raises(checkpoint.CheckpointError) as e:
+    with pytest.raises(errors.CheckpointError) as e:
         checkpoint.read_npz(path)
     message = str(e.value)
     assert message.startswith(f"Not a valid .npz (zip) file: {path} ({len(data)} bytes, ")
@@ -102,14 +102,14 @@ def test_a_file_that_is_not_a_zip_is_named_as_such(tmp_path, content, guess):
 
 def test_refuses_pickled_arrays_and_reports_corrupt_members(tmp_path):
     np.savez(tmp_path / "p.npz", evil=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(checkpoint.CheckpointError, match="contains pickled Python objects"):
+    with pytest.raises(errors.CheckpointError, match="contains pickled Python objects"):
         checkpoint.read_npz(tmp_path / "p.npz")
     data = bytearray(_npz_bytes(tmp_path))
     data[len(data) // 2] ^= 0xFF  # inside the array's bytes: a zip whose CRC check fails
     (tmp_path / "crc.npz").write_bytes(bytes(data))
-    with pytest.raises(checkpoint.CheckpointError, match=r"not a readable \.npz file \(truncated"):
+    with pytest.raises(errors.CheckpointError, match=r"not a readable \.npz file \(truncated"):
         checkpoint.read_npz(tmp_path / "crc.npz")
-    with pytest.raises(checkpoint.CheckpointError, match="not found"):
+    with pytest.raises(errors.CheckpointError, match="not found"):
         checkpoint.read_npz(tmp_path / "missing.npz")
 
 
@@ -146,7 +146,7 @@ def test_adapt_pretrained_for_finetuning(tiny):
     assert adapted["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 145, 32)
     np.testing.assert_array_equal(adapted["head"]["kernel"], np.asarray(init["head"]["kernel"]))
     np.testing.assert_array_equal(adapted["embedding"]["kernel"], params["embedding"]["kernel"])
-    with pytest.raises(checkpoint.CheckpointError, match="head/kernel"):
+    with pytest.raises(errors.CheckpointError, match="head/kernel"):
         checkpoint.adapt_pretrained(params, init, reinit_head=False)
 
 

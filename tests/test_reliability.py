@@ -29,7 +29,7 @@ import tensorflow_datasets as tfds
 from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env, train_flags
 from conftest import apply_overrides, assert_bit_identical
 
-from vit_jax import checkpoint, evaluate, input_pipeline, models, parallel, train
+from vit_jax import checkpoint, errors, evaluate, input_pipeline, models, optim, parallel, train
 from vit_jax.state import CheckpointStore, CheckpointUnreadableError, TrainState
 
 # 40 steps of the digits config at 8x8; a checkpoint every 5 steps; no evaluation.
@@ -40,8 +40,7 @@ RUN: dict[str, Any] = dict(
 )
 STEP_DELAY = "0.2"  # seconds slept per step by the runs a test signals (changes no number)
 SIGNAL_AFTER_STEP = 13  # not a checkpoint step: the runs are stopped between checkpoints
-USER_ERRORS = (ValueError, FileNotFoundError, train.TrainingError,
-               input_pipeline.DatasetNotFoundError)  # what `run_cli` turns into "error:"
+USER_ERRORS = errors.UserError  # what `run_cli` turns into one "error:" line
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -74,8 +73,8 @@ def resumed_step(output: str) -> int:
 
 def state_shapes(config) -> TrainState:
     """The shapes of a fresh TrainState of `config` (digits: 10 classes)."""
-    model = train.create_model(config, 10)
-    tx, _ = train.create_optimizer(config, config.num_train_steps)
+    model = models.model_from_config(config.model, 10)
+    tx, _ = optim.create_optimizer(config, config.num_train_steps)
     return jax.eval_shape(lambda: TrainState.create(model, tx, config))
 
 
@@ -318,29 +317,29 @@ def bad_files(tmp_path_factory) -> dict[str, str]:
 
 # (id, config overrides (values "{name}" come from bad_files), exception, message regex)
 BAD_INPUTS = [
-    ("image_size_not_divisible_by_patch", {"image_size": 10}, ValueError,
+    ("image_size_not_divisible_by_patch", {"image_size": 10}, errors.ConfigError,
      r"config\.image_size=10 is not divisible by the patch size 4 \(config\.model\.patch_size"),
-    ("unknown_variant", {"model.variant": "X/99"}, ValueError,
+    ("unknown_variant", {"model.variant": "X/99"}, errors.ConfigError,
      r"Unknown ViT variant 'X/99'\. Known variants: .*'B/16'"),
-    ("init_checkpoint_of_another_width", {"init_checkpoint": "{wide}"}, checkpoint.CheckpointError,
+    ("init_checkpoint_of_another_width", {"init_checkpoint": "{wide}"}, errors.CheckpointError,
      r"shape mismatch at embedding/kernel: checkpoint \(4, 4, 3, 48\), model \(4, 4, 3, 32\)"),
     ("num_classes_mismatch_without_reinit_head",
-     {"init_checkpoint": "{seven_classes}", "reinit_head": False}, checkpoint.CheckpointError,
+     {"init_checkpoint": "{seven_classes}", "reinit_head": False}, errors.CheckpointError,
      r"shape mismatch at head/kernel: checkpoint \(32, 7\), model \(32, 10\)"),
-    ("truncated_npz", {"init_checkpoint": "{truncated}"}, checkpoint.CheckpointError,
+    ("truncated_npz", {"init_checkpoint": "{truncated}"}, errors.CheckpointError,
      r"Not a valid \.npz \(zip\) file: .*truncated\.npz \(\d+ bytes, .*\(truncated\)"),
-    ("npz_with_pickled_objects", {"init_checkpoint": "{evil}"}, checkpoint.CheckpointError,
+    ("npz_with_pickled_objects", {"init_checkpoint": "{evil}"}, errors.CheckpointError,
      r"evil\.npz contains pickled Python objects; refusing to load it"),
     ("missing_init_checkpoint", {"init_checkpoint": "/nonexistent/ViT-B_16.npz"},
-     checkpoint.CheckpointError, r"Checkpoint file not found: /nonexistent/ViT-B_16\.npz"),
+     errors.CheckpointError, r"Checkpoint file not found: /nonexistent/ViT-B_16\.npz"),
     ("unknown_dataset", {"dataset": "no_such_dataset"}, input_pipeline.DatasetNotFoundError,
      r"^Unknown tfds dataset 'no_such_dataset'"),
     ("dataset_not_in_data_dir", {"dataset": "mnist", "data_dir": "{marker}_data"},
      input_pipeline.DatasetNotFoundError,
      r"Dataset 'mnist' is not prepared in data_dir .*never downloads.*\n  tfds build mnist"),
     ("images_with_two_channels", {"dataset": "two_channel_images", "data_dir": "{two_channel_dir}"},
-     ValueError, r"'two_channel_images' has 2-channel images; the input pipeline takes 1 "),
-    ("batch_size_not_divisible_by_devices", {"batch_size": 12}, ValueError,
+     errors.ConfigError, r"'two_channel_images' has 2-channel images; the input pipeline takes 1 "),
+    ("batch_size_not_divisible_by_devices", {"batch_size": 12}, errors.ConfigError,
      r"batch_size=12 must be divisible by the number of devices \(8\); e\.g\. use batch_size=8"),
 ]
 
@@ -377,7 +376,8 @@ def test_workdir_of_another_config_is_refused_untouched(reference, digits_dir, t
     shutil.copytree(reference.workdir, workdir)
     before = file_digests(workdir)
     other = make_config(digits_dir, **(RUN | {"learning_rate": 0.01, "seed": 3}))
-    with pytest.raises(ValueError, match=r"(?s)belongs to a run with a different config.*"
+    with pytest.raises(errors.WorkdirError,
+                       match=r"(?s)belongs to a run with a different config.*"
                        r"learning_rate: workdir has 0\.003, this run has 0\.01\n"
                        r"  seed: workdir has 0, this run has 3"):
         train.train_and_evaluate(other, str(workdir))
@@ -404,8 +404,8 @@ def test_cli_flag_error_and_user_error(reference, digits_dir, jax_cache, tmp_pat
     with Trainer(typo, log_path=str(tmp_path / "typo.log"), env=env, module=True) as a, \
             Trainer(user, log_path=str(tmp_path / "user.log"), env=env, module=True) as b:
         rc_typo, rc_user = a.wait(), b.wait()
-    assert rc_typo != 0 and "Traceback" not in a.output()
-    assert "FATAL Flags parsing error: the config has no field 'nonexistent'" in a.output()
+    assert rc_typo == 2 and "Traceback" not in a.output()
+    assert "error: --config.nonexistent: the config has no field 'nonexistent'" in a.output()
     assert rc_user == 2 and "Traceback" not in b.output()
     errors = [line for line in b.output().splitlines() if line.startswith("error:")]
     assert errors == ["error: config.image_size=10 is not divisible by the patch size 4 "

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import tiny_digits_config
 
-from vit_jax import checkpoint, evaluate, train
+from vit_jax import checkpoint, errors, evaluate, train
 
 
 def _read_jsonl(path):
@@ -52,14 +52,15 @@ def test_resume_continues_exactly(trained, tmp_path):
     shutil.rmtree(tmp_path / "wd" / "checkpoints" / "12")  # as if killed after step 8's save
     train.train_and_evaluate(config, str(tmp_path / "wd"))
     history = _read_jsonl(tmp_path / "wd" / "history.jsonl")
-    assert [h["step"] for h in history if h["split"] == "train"] == [4, 8, 12, 12]
+    # Step 12 was logged before the "kill" and again after the resume: one row remains.
+    assert [h["step"] for h in history if h["split"] == "train"] == [4, 8, 12]
     jax.tree.map(np.testing.assert_array_equal, _params(str(tmp_path / "wd")), final)
 
 
 def test_workdir_of_another_config_is_refused(trained):
     config, workdir, _ = trained
     other = tiny_digits_config(config.data_dir, learning_rate=1e-2)
-    with pytest.raises(ValueError, match=r"learning_rate: workdir has 0\.003"):
+    with pytest.raises(errors.WorkdirError, match=r"learning_rate: workdir has 0\.003"):
         train.train_and_evaluate(other, workdir)
 
 
@@ -99,7 +100,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, mon
 
     monkeypatch.setattr(input_pipeline, "create_train_iter", corrupt_from_step_6)
     config = tiny_digits_config(digits_dir, sync_every_steps=1)
-    with pytest.raises(train.TrainingError, match="Non-finite training metrics at step 6"):
+    with pytest.raises(errors.TrainingError, match="Non-finite training metrics at step 6"):
         train.train_and_evaluate(config, str(tmp_path))
     assert os.listdir(tmp_path / "checkpoints") == ["4"]
     params = evaluate.load_model(str(tmp_path)).params  # the kept checkpoint is finite

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vit_torch
-from vit_jax import checkpoint
+from vit_jax import checkpoint, errors
 from vit_torch import convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,17 +129,17 @@ def test_bad_keys_are_named():
     flat = convert.state_dict_to_npz(_tiny().state_dict(), num_heads=4)
     key = "Transformer/encoderblock_1/MlpBlock_3/Dense_1/kernel"
     missing = {k: v for k, v in flat.items() if k != key}
-    with pytest.raises(checkpoint.CheckpointError, match=f"missing key {key}"):
+    with pytest.raises(errors.CheckpointError, match=f"missing key {key}"):
         convert.npz_to_state_dict(missing)
-    with pytest.raises(checkpoint.CheckpointError, match="unexpected key extra/kernel"):
+    with pytest.raises(errors.CheckpointError, match="unexpected key extra/kernel"):
         convert.npz_to_state_dict({**flat, "extra/kernel": np.zeros(3, np.float32)})
     bad = {**flat, key: np.zeros((64, 31), np.float32)}
     msg = r"Dense_1/kernel: \(64, 31\) in the npz file, \(64, 32\)"  # names both shapes
-    with pytest.raises(checkpoint.CheckpointError, match=msg):
+    with pytest.raises(errors.CheckpointError, match=msg):
         convert.npz_to_state_dict(bad)
     sd = _tiny().state_dict()
     sd["blocks.0.attn.proj.weight"] = torch.zeros(32, 33)
-    with pytest.raises(checkpoint.CheckpointError, match=r"attn.proj.weight.*\(32, 33\)"):
+    with pytest.raises(errors.CheckpointError, match=r"attn.proj.weight.*\(32, 33\)"):
         convert.state_dict_to_npz(sd, num_heads=4)
 
 
@@ -151,7 +151,7 @@ def test_save_and_load_npz(tmp_path):
     x = _images()
     with torch.no_grad():
         torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
-    with pytest.raises(checkpoint.CheckpointError, match=r"missing key pre_logits\.fc\.weight"):
+    with pytest.raises(errors.CheckpointError, match=r"missing key pre_logits\.fc\.weight"):
         vit_torch.load_npz(vit_torch.create_model("testing", num_classes=5, img_size=IMG,
                                                   representation_size=8), tmp_path / "m.npz")
 
@@ -159,10 +159,10 @@ def test_save_and_load_npz(tmp_path):
 def test_load_npz_resizes_posemb_only_when_asked(tmp_path):
     vit_torch.save_npz(_tiny(), tmp_path / "m.npz")
     big = vit_torch.create_model("testing", num_classes=5, img_size=48)  # 12x12 grid
-    with pytest.raises(checkpoint.CheckpointError, match="resize=True"):
+    with pytest.raises(errors.CheckpointError, match="resize=True"):
         vit_torch.load_npz(big, tmp_path / "m.npz")
     gap = vit_torch.create_model("testing", num_classes=5, img_size=IMG, classifier="gap")
-    with pytest.raises(checkpoint.CheckpointError, match="unexpected key cls_token"):
+    with pytest.raises(errors.CheckpointError, match="unexpected key cls_token"):
         vit_torch.load_npz(gap, tmp_path / "m.npz", resize=True)  # not a resizing problem
     vit_torch.load_npz(big, tmp_path / "m.npz", resize=True)
     posemb = checkpoint.read_npz(tmp_path / "m.npz")["Transformer/posembed_input/pos_embedding"]

@@ -1,7 +1,10 @@
-"""vit-jax: the Vision Transformer (Dosovitskiy et al., 2020) in JAX/Flax.
+"""vit-jax: the Vision Transformer in JAX/Flax (see README.md)."""
 
-Importing the package is cheap and framework-free; import the submodules you need
-(`vit_jax.models`, `vit_jax.checkpoint`, `vit_jax.train`, ...).
-"""
+import os
 
-__version__ = "0.1.0"
+# TensorFlow (imported by tensorflow-datasets for the input pipeline) prints oneDNN and
+# absl banners from C++ at import, twice; set before its first import. TF only decodes and
+# augments images here, where its oneDNN kernels gain nothing and would make the pipeline's
+# float results depend on the CPU. A user's own settings win.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -22,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vit_jax.errors import ConfigError
+
 Array = jax.Array
 IMPLEMENTATIONS = (None, "xla", "cudnn")
 CUDNN_TOKEN_MULTIPLE = 16
@@ -43,7 +45,7 @@ def dot_product_attention(q: Array, k: Array, v: Array, implementation: str | No
         return jax.nn.dot_product_attention(q, k, v, implementation="xla")
     if implementation == "cudnn":
         return padded_attention(q, k, v, multiple=CUDNN_TOKEN_MULTIPLE, implementation="cudnn")
-    raise ValueError(
+    raise ConfigError(
         f"Unknown attention implementation {implementation!r}; expected one of {IMPLEMENTATIONS}."
     )
 

@@ -2,7 +2,7 @@
 
     python -m vit_jax.benchmark --variant Ti/16 --batch-size 16 --mode both --json out.json
 
-JAX runs `vit_jax.train.make_train_step` (forward, backward, global-norm clip, AdamW via
+JAX runs `vit_jax.steps.make_train_step` (forward, backward, global-norm clip, AdamW via
 `create_optimizer`) jitted with the state donated, and the jitted inference forward.
 PyTorch runs the same work eagerly on `vit_torch` (forward, backward, `clip_grad_norm_`,
 `torch.optim.AdamW`; inference under `torch.inference_mode`), same variant, batch, image
@@ -29,36 +29,9 @@ import sys
 from typing import Any
 
 from vit_jax import flops
-from vit_jax.benchmark_runners import RUNNERS, JaxRunner, Runner, TorchRunner
-
-__all__ = ["JaxRunner", "Options", "Runner", "TorchRunner", "main", "run_benchmark"]
-
-MODES = ("infer", "train")  # infer is prepared first: GPU peak memory then reads per mode
-
-
-@dataclasses.dataclass
-class Options:
-    """What to benchmark (the CLI flags; see `--help`)."""
-
-    variant: str = "Ti/16"
-    image_size: int = 224
-    batch_size: int = 16
-    dtype: str = "float32"
-    mode: str = "both"
-    attention: str = "default"
-    remat: bool = False
-    scan: bool = False
-    steps: int = 5
-    warmup: int = 2
-    repeats: int = 3
-    frameworks: tuple[str, ...] = ("jax", "torch")
-    torch_compile: bool = False
-    peak_tflops: float | None = None
-    num_classes: int = 1000
-
-    @property
-    def modes(self) -> tuple[str, ...]:
-        return MODES if self.mode == "both" else (self.mode,)
+from vit_jax.benchmark_runners import RUNNERS, Options, Runner
+from vit_jax.errors import ConfigError, UserError
+from vit_jax.host_memory import retain_freed_memory
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -92,7 +65,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
     names = list(opts.frameworks) + (["torch-compile"] if opts.torch_compile else [])
     for name in names:
         if name not in RUNNERS:
-            raise ValueError(f"Unknown framework {name!r}; known: {sorted(RUNNERS)}.")
+            raise ConfigError(f"Unknown framework {name!r}; known: {sorted(RUNNERS)}.")
     runners: dict[str, Runner] = {name: RUNNERS[name](opts) for name in names}
     prepared: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     for mode in opts.modes:
@@ -233,15 +206,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str | None]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry point: runs, prints the table, writes --json."""
-    from vit_jax.host_memory import retain_freed_memory
-
     host_memory_retained = retain_freed_memory()  # before JAX's CPU client exists
     # Two frameworks share one GPU: JAX must not grab 75% of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     opts, out = parse_args(argv)
     try:
         result = run_benchmark(opts)
-    except ValueError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     result["environment"]["host_memory_retained"] = host_memory_retained

@@ -1,6 +1,6 @@
 """The steps that `vit_jax.benchmark` times: one `Runner` per framework.
 
-`JaxRunner` jits `vit_jax.train.make_train_step` (forward, backward, clip, AdamW) with the
+`JaxRunner` jits `vit_jax.steps.make_train_step` (forward, backward, clip, AdamW) with the
 state donated, and the inference forward; `TorchRunner` does the same work eagerly on
 `vit_torch` (or under `torch.compile`). Each framework is imported only when its runner is
 built, so either side can be benchmarked without the other installed.
@@ -9,24 +9,39 @@ built, so either side can be benchmarked without the other installed.
 from __future__ import annotations
 
 import abc
-import os
+import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from vit_jax.benchmark import Options
+from configs import default as default_config
+
+MODES = ("infer", "train")  # infer is prepared first: GPU peak memory then reads per mode
 
 
-def _load_default_config() -> Any:
-    """`configs/default.py`'s ConfigDict (by path: `configs` need not be importable)."""
-    import importlib.util
+@dataclasses.dataclass
+class Options:
+    """What to benchmark (the CLI flags; see `--help`)."""
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "default.py")
-    spec = importlib.util.spec_from_file_location("_vit_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    variant: str = "Ti/16"
+    image_size: int = 224
+    batch_size: int = 16
+    dtype: str = "float32"
+    mode: str = "both"
+    attention: str = "default"
+    remat: bool = False
+    scan: bool = False
+    steps: int = 5
+    warmup: int = 2
+    repeats: int = 3
+    frameworks: tuple[str, ...] = ("jax", "torch")
+    torch_compile: bool = False
+    peak_tflops: float | None = None
+    num_classes: int = 1000
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return MODES if self.mode == "both" else (self.mode,)
+
 
 
 class Runner(abc.ABC):
@@ -60,23 +75,24 @@ class Runner(abc.ABC):
 
 
 class JaxRunner(Runner):
-    """`vit_jax.train.make_train_step` and the inference forward, each jitted once."""
+    """`vit_jax.steps.make_train_step` and the inference forward, each jitted once."""
 
     def __init__(self, opts: Options) -> None:
+        # Imported here, not at the top: the torch side runs without JAX installed.
         import jax
         import jax.numpy as jnp
 
-        from vit_jax import train
+        from vit_jax import models, optim, steps
         from vit_jax.state import TrainState
 
-        config = _load_default_config()
+        config = default_config.get_config()
         m = config.model
         m.variant, m.dtype, m.remat, m.scan = opts.variant, opts.dtype, opts.remat, opts.scan
         m.attention_impl = None if opts.attention == "default" else opts.attention
         config.image_size, config.batch_size = opts.image_size, opts.batch_size
         config.optimizer, config.weight_decay, config.grad_clip_norm = "adamw", 1e-4, 1.0
-        model = train.create_model(config, opts.num_classes)
-        tx, schedule = train.create_optimizer(config, total_steps=1_000_000)
+        model = models.model_from_config(config.model, opts.num_classes)
+        tx, schedule = optim.create_optimizer(config, total_steps=1_000_000)
         self.state = jax.jit(lambda: TrainState.create(model, tx, config))()
         key_img, key_lab = jax.random.split(jax.random.key(0))
         shape = (opts.batch_size, opts.image_size, opts.image_size, 3)  # NHWC
@@ -84,7 +100,7 @@ class JaxRunner(Runner):
                       "label": jax.random.randint(key_lab, (opts.batch_size,), 0,
                                                   opts.num_classes)}
         self._traces = {"train": 0, "infer": 0}
-        train_step = train.make_train_step(model, tx, schedule, config)
+        train_step = steps.make_train_step(model, tx, schedule, config)
 
         def counted_train_step(state, batch):
             self._traces["train"] += 1  # runs only while tracing
@@ -151,16 +167,17 @@ class TorchRunner(Runner):
     """The same steps in eager PyTorch (or with `torch.compile(model)`)."""
 
     def __init__(self, opts: Options, compile_model: bool = False) -> None:
+        # Imported here, not at the top: the JAX side runs without torch installed.
         import torch
         import torch.nn.functional as F
 
-        import vit_torch
+        from vit_torch.model import create_model
 
         self._torch = torch
         self.cuda = torch.cuda.is_available()
         dev = "cuda" if self.cuda else "cpu"
         torch.manual_seed(0)
-        self.model = vit_torch.create_model(
+        self.model = create_model(
             opts.variant, num_classes=opts.num_classes, img_size=opts.image_size).to(dev)
         # Weight decay on matrices only, like the JAX mask on `.../kernel`.
         decay = [p for n, p in self.model.named_parameters() if n.endswith("weight")

@@ -23,13 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from vit_jax.errors import CheckpointError
+
 SEP = "/"
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/(.+)$")
 _STACKED = "Transformer/encoderblock/"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
 # --------------------------------------------------------------------------- file I/O
@@ -96,6 +94,13 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
     """Writes {key: array} as an uncompressed `.npz`, atomically (temp file + rename).
 
@@ -111,6 +116,8 @@ def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        # mkstemp makes the file 0600; give it the mode any new file gets (0666 - umask).
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -11,14 +11,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-from vit_jax import checkpoint, models
+from vit_jax import checkpoint, cli, input_pipeline, models, parallel, state
+from vit_jax.errors import CheckpointError, ConfigError, DatasetError, run_cli
+from vit_jax.steps import make_eval_step
 
 
 @dataclasses.dataclass
@@ -37,10 +42,8 @@ def _class_names(dataset: str | None, data_dir: str | None, num_classes: int) ->
     if not dataset:
         return None
     try:
-        from vit_jax import input_pipeline
-
         names = input_pipeline.get_dataset_info(dataset, data_dir).class_names
-    except Exception:  # metadata is a nicety: a missing dataset must not block inference
+    except DatasetError:  # metadata is a nicety: a missing dataset must not block inference
         return None
     return names if names and len(names) == num_classes else None
 
@@ -59,12 +62,12 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
       A `LoadedModel`.
 
     Raises:
-      FileNotFoundError / checkpoint.CheckpointError: missing or unusable checkpoint.
+      CheckpointError: a missing or unusable checkpoint.
     """
     if os.path.isdir(path):
         return _load_workdir(path, data_dir=data_dir, **overrides)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
+        raise CheckpointError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
     flat = checkpoint.read_npz(path)
     arch = checkpoint.infer_architecture(flat)
     image_size, num_classes = arch.pop("image_size"), arch.pop("num_classes")
@@ -76,21 +79,19 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
 
 
 def _load_workdir(workdir: str, *, data_dir: str | None, **overrides: Any) -> LoadedModel:
-    from vit_jax import state, train
-
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{workdir} is not a vit_jax workdir (no config.json).")
+        raise CheckpointError(f"{workdir} is not a vit_jax workdir (no config.json).")
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     # Onto this process's device, whatever topology trained it (e.g. 2 processes).
     latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"))
     if latest is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
+        raise CheckpointError(f"{workdir} has no checkpoint yet.")
     _, params = latest
     dataset_dir = data_dir or config.get("data_dir")
     head = params["head"]["bias"].shape[0] if "head" in params else 0
-    model = train.create_model(config, head)
+    model = models.model_from_config(config.model, head)
     if overrides:
         model = model.clone(**overrides)
     if config.model.scan:  # inference uses the per-block layout
@@ -108,43 +109,87 @@ def predict_logits(loaded: LoadedModel, images: np.ndarray, batch_size: int = 64
     return np.concatenate(out)
 
 
-def main(argv: list[str]) -> None:
-    from absl import flags
+def evaluate_split(
+    eval_fn: Callable[..., Any], params: Any, config: ml_collections.ConfigDict, split: str,
+    layout: parallel.Layout,
+) -> dict[str, float]:
+    """Top-1/top-5/loss over every example of `split` exactly once (padding masked).
 
-    from vit_jax import parallel, train
+    Args:
+      eval_fn: `layout.compile_eval_step(make_eval_step(model))`.
+      params: the parameters, placed by `layout`.
+      config: dataset, data_dir, image size and `eval_batch_size`.
+      split: a tfds split name.
+      layout: the parallel layout.
 
-    del argv
-    FLAGS = flags.FLAGS
-    loaded = load_model(FLAGS.checkpoint)
-    config = FLAGS.config or loaded.config
+    Returns:
+      `top1`, `top5`, `loss` (means) and `num_examples`.
+    """
+    totals: dict[str, float] = {}
+    it = input_pipeline.create_eval_iter(
+        config, split, global_batch_size=config.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    for batch in it:
+        sums = jax.device_get(eval_fn(params, layout.shard_batch(batch)))  # blocks every batch
+        for key, value in layout.unreplicate(sums).items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    n = max(totals.get("count", 0.0), 1.0)
+    return {"top1": totals["top1"] / n, "top5": totals["top5"] / n,
+            "loss": totals["loss"] / n, "num_examples": int(totals["count"])}
+
+
+def evaluate_checkpoint(path: str, config: ml_collections.ConfigDict | None = None
+                        ) -> dict[str, dict[str, float]]:
+    """Evaluates a workdir or `.npz` on the eval and test splits of its (or `config`'s) data.
+
+    Args:
+      path: a training workdir or an official `.npz`.
+      config: the dataset and splits to use; None: the workdir's own config.
+
+    Returns:
+      Split name -> `evaluate_split` results.
+
+    Raises:
+      CheckpointError / ConfigError / DatasetError: what the message says.
+    """
+    loaded = load_model(path)
+    config = config or loaded.config
     if config is None:
-        raise ValueError("A .npz carries no dataset: pass --config to say what to evaluate on.")
-    if FLAGS.config is not None:
-        config.unlock()
+        raise ConfigError("A .npz carries no dataset: pass --config to say what to evaluate on.")
+    if config is not loaded.config:
+        config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
         config.image_size = loaded.image_size
     layout = parallel.create_layout(config)
-    eval_fn = layout.compile_eval_step(train.make_eval_step(loaded.model))
+    eval_fn = layout.compile_eval_step(make_eval_step(loaded.model))
     params = loaded.params
     if layout.axis_name:
         params = jax.tree.map(lambda x: np.stack([x] * jax.local_device_count()), params)
-    results = {}
-    for split in filter(None, {config.eval_split, config.test_split}):
-        results[split] = train.evaluate(eval_fn, params, config, split, layout)
-        print(f"{split}: top-1 {results[split]['top1']:.4f}  top-5 {results[split]['top5']:.4f}"
-              f"  loss {results[split]['loss']:.4f}  ({results[split]['num_examples']} images)")
-    print(json.dumps(results))
+    return {split: evaluate_split(eval_fn, params, config, split, layout)
+            for split in dict.fromkeys(filter(None, (config.eval_split, config.test_split)))}
+
+
+def main(argv: list[str]) -> None:
+    """The body of `python -m vit_jax.evaluate` (flags already parsed).
+
+    Args:
+      argv: positional arguments (none are taken).
+    """
+    del argv
+    cli.quiet_logs()
+
+    def run() -> None:
+        results = evaluate_checkpoint(flags.FLAGS.checkpoint, cli.load_config_flag())
+        for split, r in results.items():
+            print(f"{split}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  loss {r['loss']:.4f}"
+                  f"  ({r['num_examples']} images)")
+        print(json.dumps(results))
+
+    run_cli(run)
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
     config_flags.DEFINE_config_file("config", None, "Config file: dataset and splits to "
                                     "evaluate (default: the workdir's own config).")
     flags.DEFINE_string("checkpoint", None, "A training workdir or an official .npz file.")
     flags.mark_flag_as_required("checkpoint")
-
-    # train's flag parser: `--config.<unknown field>` is one error line, not a traceback.
-    from vit_jax.cli import parse_flags, run_cli
-
-    app.run(lambda argv: run_cli(lambda: main(argv)), flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

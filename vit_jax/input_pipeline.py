@@ -43,6 +43,7 @@ from vit_jax.dataset_info import (
     get_dataset_info,
     split_num_examples,
 )
+from vit_jax.errors import ConfigError
 
 __all__ = [  # the public API, with the names re-exported from dataset_info
     "AUGMENTS", "DEFAULT_EVAL_RESIZE_RATIO", "INCEPTION_ASPECT_RANGE", "PIXEL_OFFSET",
@@ -98,7 +99,7 @@ def _eval_image(image: Any, image_size: int, resize_ratio: float) -> Any:
     """Resize the short side to image_size / resize_ratio (aspect kept), centre crop."""
     tf = _tf()
     if not 0.0 < resize_ratio <= 1.0:
-        raise ValueError(f"eval_resize_ratio must be in (0, 1], got {resize_ratio}.")
+        raise ConfigError(f"eval_resize_ratio must be in (0, 1], got {resize_ratio}.")
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = (image_size / resize_ratio) / tf.reduce_min(hw)
     new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), image_size)
@@ -143,7 +144,7 @@ def _decode_train_image(
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])  # black border, like digits
         image = tf.image.stateless_random_crop(image, [size, size, 3], seed=crop_seed)
     else:
-        raise ValueError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
+        raise ConfigError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
     if config.flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
     return _normalize(image)
@@ -195,7 +196,7 @@ def create_train_iter(
     feature = builder.info.features[image_key]
     records, n = _open_split(builder, config.train_split)
     if config.augment not in AUGMENTS:
-        raise ValueError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
+        raise ConfigError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
     first = start_step * global_batch_size
     start_epoch, skip = divmod(first, n)
 

@@ -22,9 +22,7 @@ import numpy as np
 
 from vit_jax import ops
 from vit_jax.attention import dot_product_attention
-from vit_jax.variants import VARIANTS, decode_variant
-
-__all__ = ["VARIANTS", "VisionTransformer", "create_model"]
+from vit_jax.variants import decode_variant
 
 Dtype = Any
 Array = jax.Array
@@ -413,6 +411,27 @@ def create_model(variant: str, *, num_classes: int, **overrides: Any) -> VisionT
         raise TypeError(f"Unknown VisionTransformer option(s) {unknown}; known: {sorted(fields)}.")
     kwargs.update(overrides)
     return VisionTransformer(num_classes=num_classes, **kwargs)
+
+
+def model_from_config(model_config: Any, num_classes: int) -> VisionTransformer:
+    """The model a config describes: the one place that maps config fields to options.
+
+    Args:
+      model_config: `config.model` of a `configs/` file (a ConfigDict or a plain mapping):
+        `variant` names the size; every other field is a `VisionTransformer` option of the
+        same name (`patch_size=None` keeps the variant's; `dtype` is a dtype name).
+      num_classes: size of the classification head (0 for no head).
+
+    Returns:
+      The `VisionTransformer` module.
+    """
+    options = dict(model_config.items())
+    variant = options.pop("variant")
+    if options.get("patch_size") is None:
+        options.pop("patch_size", None)
+    if "dtype" in options:
+        options["dtype"] = jnp.dtype(options["dtype"])
+    return create_model(variant, num_classes=num_classes, **options)
 
 
 def param_shapes(model: VisionTransformer, image_size: int) -> Any:

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 
 from vit_jax import checkpoint
+from vit_jax.errors import ConfigError
 
 
 def create_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -26,7 +27,7 @@ def create_schedule(config: ml_collections.ConfigDict, total_steps: int) -> opta
     elif config.schedule == "constant":
         decay = optax.constant_schedule(config.learning_rate)
     else:
-        raise ValueError(f"Unknown schedule {config.schedule!r} (cosine | linear | constant).")
+        raise ConfigError(f"Unknown schedule {config.schedule!r} (cosine | linear | constant).")
     warm = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
     return optax.join_schedules([warm, decay], [warmup])
 
@@ -51,7 +52,7 @@ def create_optimizer(
             optax.sgd(schedule, momentum=config.momentum),
         )
     else:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r} (adamw | sgd).")
+        raise ConfigError(f"Unknown optimizer {config.optimizer!r} (adamw | sgd).")
     if config.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
     return tx, schedule

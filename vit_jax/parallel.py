@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vit_jax.errors import ConfigError
+
 DATA_AXIS = "data"  # mesh axis of the "jit" layout
 PMAP_AXIS = "batch"  # axis name of the "pmap" layout
 
@@ -42,10 +44,10 @@ class Layout:
         return self._traces
 
     def check_batch_size(self, batch_size: int, accum: int, *, what: str) -> None:
-        """Raises a clear ValueError unless the batch splits evenly over the devices."""
+        """Raises a clear ConfigError unless the batch splits evenly over the devices."""
         n = jax.device_count()
         if batch_size % (n * accum):
-            raise ValueError(
+            raise ConfigError(
                 f"{what}={batch_size} must be divisible by the number of devices ({n})"
                 + (f" times grad_accum_steps ({accum})" if accum > 1 else "")
                 + f"; e.g. use {what}={max(1, batch_size // (n * accum)) * n * accum}."
@@ -137,5 +139,6 @@ def create_layout(config: Any) -> Layout:
     """The layout named by `config.parallelism` ("jit" or "pmap")."""
     layouts = {"jit": JitLayout, "pmap": PmapLayout}
     if config.parallelism not in layouts:
-        raise ValueError(f"config.parallelism must be 'jit' or 'pmap', got {config.parallelism!r}.")
+        raise ConfigError(
+            f"config.parallelism must be 'jit' or 'pmap', got {config.parallelism!r}.")
     return layouts[config.parallelism]()

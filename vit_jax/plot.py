@@ -15,6 +15,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from matplotlib.figure import Figure
+
+from vit_jax.errors import ConfigError, WorkdirError, run_cli
+
 HISTORY_FILE = "history.jsonl"
 TRAIN = "train"
 
@@ -29,14 +33,14 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
       One dict per (split, step), the last one logged; sorted by step.
 
     Raises:
-      FileNotFoundError: no such folder, or no history in it (not a workdir).
-      ValueError: a corrupt line (other than a last line cut off by a crash), or no records.
+      WorkdirError: no such folder, no history in it (not a workdir), a corrupt line
+        (other than a last line cut off by a crash), or no records.
     """
     if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"No workdir at {workdir}.")
+        raise WorkdirError(f"No workdir at {workdir}.")
     path = os.path.join(workdir, HISTORY_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise WorkdirError(
             f"{workdir} is not a training workdir with metrics (no {HISTORY_FILE}); "
             "create one with python -m vit_jax.train --config ... --workdir DIR.")
     with open(path) as f:
@@ -49,10 +53,10 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             if n == lines[-1][0]:  # a crash mid-write cuts off only the last line
                 continue
-            raise ValueError(f"{path}, line {n} is not a history record: {e}") from None
+            raise WorkdirError(f"{path}, line {n} is not a history record: {e}") from None
         records[key] = record
     if not records:
-        raise ValueError(f"{path} has no records yet: plot after the first logged step.")
+        raise WorkdirError(f"{path} has no records yet: plot after the first logged step.")
     return sorted(records.values(), key=lambda r: (r["step"], r["split"] != TRAIN))
 
 
@@ -90,13 +94,11 @@ def plot_curves(workdir: str, out: str, title: str | None = None) -> dict[str, A
       The `curves` that were drawn.
 
     Raises:
-      FileNotFoundError / ValueError: see `read_history`; or no folder to write `out` to.
+      WorkdirError: see `read_history`; ConfigError: no folder to write `out` to.
     """
-    from matplotlib.figure import Figure
-
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Cannot write {out}: no folder {folder}.")
+        raise ConfigError(f"Cannot write {out}: no folder {folder}.")
     series = curves(read_history(workdir))
     fig = Figure(figsize=(10, 3.8), dpi=100, layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -137,7 +139,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--title", default=None, help="figure title (default: the workdir name)")
     args = parser.parse_args(argv)
     # The tools' shared error handling; importing it costs a jax import (~2 s).
-    from vit_jax.cli import run_cli
 
     def run() -> None:
         plot_curves(args.workdir, args.out, args.title)

@@ -22,11 +22,12 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from vit_jax import evaluate
+from vit_jax import evaluate, input_pipeline
+from vit_jax.cli import quiet_logs
+from vit_jax.errors import CheckpointError, ConfigError, ImageError, run_cli
 
 DEFAULT_TOP_K = 5
 
@@ -44,17 +45,15 @@ def load_checkpoint(path: str, dataset: str | None = None,
       The loaded model.
 
     Raises:
-      FileNotFoundError: nothing at `path`, or a directory that is not a workdir.
-      ValueError: a file that is not a usable checkpoint (the message says why).
+      CheckpointError: nothing usable at `path` (the message says why).
     """
     if os.path.isfile(path) and not path.endswith(".npz"):
-        raise ValueError(f"{path} is not a checkpoint: expected a training workdir or a .npz.")
+        raise CheckpointError(
+            f"{path} is not a checkpoint: expected a training workdir or a .npz.")
     try:
         return evaluate.load_model(path, dataset=dataset, data_dir=data_dir)
-    except FileNotFoundError:
-        raise
     except (OSError, zipfile.BadZipFile, KeyError) as e:  # corrupt file, unreadable workdir
-        raise ValueError(f"Cannot load the checkpoint {path}: {e}") from None
+        raise CheckpointError(f"Cannot load the checkpoint {path}: {e}") from None
 
 
 def load_image(path: str) -> np.ndarray:
@@ -67,13 +66,10 @@ def load_image(path: str) -> np.ndarray:
       The pixels, uint8; palette, 16-bit and CMYK images are converted to RGB or L.
 
     Raises:
-      FileNotFoundError: no such file.
-      ValueError: the file is not a readable image.
+      ImageError: no such file, or not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No image file at {path}.")
+        raise ImageError(f"No image file at {path}.")
     try:
         with Image.open(path) as image:
             if image.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit / float grayscale
@@ -84,13 +80,11 @@ def load_image(path: str) -> np.ndarray:
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             return np.asarray(image, np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"Cannot read {path} as an image: {e}") from None
+        raise ImageError(f"Cannot read {path} as an image: {e}") from None
 
 
 def eval_resize_ratio(loaded: evaluate.LoadedModel) -> float:
     """The eval resize ratio: the training config's, else the pipeline default (0.875)."""
-    from vit_jax import input_pipeline
-
     config = loaded.config
     if config is not None and config.get("eval_resize_ratio") is not None:
         return float(config.eval_resize_ratio)
@@ -107,8 +101,6 @@ def preprocess(loaded: evaluate.LoadedModel, images: Sequence[np.ndarray]) -> np
     Returns:
       float32 (N, S, S, 3) in [-1, 1].
     """
-    from vit_jax import input_pipeline
-
     ratio = eval_resize_ratio(loaded)
     return np.stack([input_pipeline.preprocess_for_eval(im, loaded.image_size, ratio)
                      for im in images])  # (N, S, S, 3)
@@ -156,10 +148,11 @@ def predict(checkpoint: str | evaluate.LoadedModel, paths: Sequence[str],
       One list per image of (class name, probability), most likely first.
 
     Raises:
-      FileNotFoundError / ValueError: a missing or unusable checkpoint or image.
+      CheckpointError / ImageError / ConfigError: a missing or unusable checkpoint or
+        image, or a bad `top_k`.
     """
     if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}.")
+        raise ConfigError(f"top_k must be at least 1, got {top_k}.")
     images = [load_image(p) for p in paths]  # fail on a bad image before loading a model
     loaded = checkpoint
     if not isinstance(loaded, evaluate.LoadedModel):
@@ -203,17 +196,8 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
                         help="tfds data_dir holding that dataset's metadata")
 
 
-def quiet_logs() -> None:
-    """Hides orbax's informational absl warnings (read-only checkpoint directory...)."""
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.ERROR)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; user errors end in one 'error:' line and exit code 2."""
-    from vit_jax.cli import run_cli
-
     args = parse_args(argv)
     quiet_logs()
 

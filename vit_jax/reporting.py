@@ -17,6 +17,32 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def drop_rows_after(path: str, step: int) -> None:
+    """Removes the history rows of steps after `step` (a resumed run writes them again).
+
+    A run killed after logging step 130 but checkpointed at step 100 resumes at 100 and
+    logs 110..130 once more; without this, `history.jsonl` would hold them twice. A last
+    line cut off by the kill is dropped too.
+
+    Args:
+      path: the `history.jsonl` file (nothing happens if it does not exist).
+      step: the step the run resumes from.
+    """
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut off by a kill
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 class Reporter:
     """Writes train/eval metrics; only process 0 writes files.
 
@@ -32,6 +58,8 @@ class Reporter:
         self.writer = metric_writers.create_default_writer(
             workdir, just_logging=not self.is_main, asynchronous=False)
         path = os.path.join(workdir, "history.jsonl")
+        if self.is_main:
+            drop_rows_after(path, start_step)
         # Open for the reporter's lifetime (closed in close()); appended to on resume.
         self.history = open(path, "a") if self.is_main else None  # noqa: SIM115
         self.total_steps, self.batch_size, self.start_step = total_steps, batch_size, start_step

@@ -11,9 +11,13 @@ and the previous one is used.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import flax
@@ -23,8 +27,10 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from vit_jax import models
+from vit_jax.errors import CheckpointError, DiskFullError, WorkdirError
 
 # Config fields that may change between runs in one workdir without changing the run.
 # (The step count is not among them: it shapes the learning-rate schedule.)
@@ -35,12 +41,55 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(WorkdirError):
     """The workdir holds a run of a different config."""
 
 
-class CheckpointUnreadableError(ValueError):
+class CheckpointUnreadableError(CheckpointError):
     """The workdir has checkpoints, but none of them can be restored."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True if `error` or an exception it wraps (orbax wraps several deep) is ENOSPC."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e):  # tensorstore reports it as text
+            return True
+        todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+    return False
+
+
+def check_workdir(workdir: str) -> str:
+    """Creates `workdir` if needed and checks that it is a writable directory.
+
+    Args:
+      workdir: the run's directory.
+
+    Returns:
+      Its absolute path.
+
+    Raises:
+      WorkdirError: it is a file, or it cannot be created or written.
+    """
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirError(f"--workdir {workdir} is a file, not a directory; pass a directory "
+                           "(it is created if missing).")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise WorkdirError(f"cannot create the workdir {workdir}: {e.strerror}.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise WorkdirError(f"the workdir {workdir} is not writable by this user; choose "
+                           "another --workdir or change its permissions.")
+    return path
 
 
 def _short_error(error: BaseException, limit: int = 300) -> str:
@@ -56,8 +105,6 @@ def _everywhere(ok: bool) -> bool:
     """True iff `ok` holds on every process (a collective when there are several)."""
     if jax.process_count() == 1:
         return ok
-    from jax.experimental import multihost_utils
-
     return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
@@ -133,8 +180,7 @@ class CheckpointStore:
     """
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict) -> None:
-        self.workdir = os.path.abspath(workdir)
-        os.makedirs(self.workdir, exist_ok=True)
+        self.workdir = check_workdir(workdir)
         self._pending_config: str | None = None
         self._check_config(config)
         options = ocp.CheckpointManagerOptions(
@@ -178,11 +224,41 @@ class CheckpointStore:
         return self.manager.latest_step()
 
     def save(self, step: int, state: TrainState) -> None:
-        """Starts an asynchronous save of `state` at `step` (all processes call this)."""
-        self._write_pending_config()
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-            meta=ocp.args.JsonSave({"step": int(step)})), force=True)
+        """Starts an asynchronous save of `state` at `step` (all processes call this).
+
+        Raises:
+          DiskFullError: the disk filled up (this save or the previous asynchronous one).
+        """
+        with self.disk_full_is_user_error():
+            self._write_pending_config()
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                meta=ocp.args.JsonSave({"step": int(step)})), force=True)
+
+    @contextlib.contextmanager
+    def disk_full_is_user_error(self) -> Iterator[None]:
+        """Turns an ENOSPC anywhere inside (orbax wraps it deep) into one `DiskFullError`.
+
+        A failed save leaves only a temporary directory, which orbax never restores and
+        removes at the next start: the last complete checkpoint is untouched.
+
+        Raises:
+          DiskFullError: naming the disk, its free space and the last good checkpoint.
+        """
+        try:
+            yield
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            usage = shutil.disk_usage(self.workdir)
+            self.manager.reload()  # a save that failed is not listed as a step
+            steps = self.manager.all_steps()
+            last = (f"the last good checkpoint is step {max(steps)} in "
+                    f"{self.manager.directory}" if steps else "no checkpoint was saved yet")
+            raise DiskFullError(
+                f"the disk holding {self.workdir} is full ({usage.free / 2**20:.1f} MiB free "
+                f"of {usage.total / 2**20:.1f} MiB); {last}. Free some space and run the same "
+                "command again to resume.") from None
 
     def restore_latest(self, state_shapes: TrainState, layout: Any) -> TrainState | None:
         """Restores the newest readable checkpoint; falls back to older ones if corrupt.
@@ -246,14 +322,17 @@ class CheckpointStore:
                 print(f"WARNING: moved the unreadable checkpoint of step {step} to {dst}.",
                       flush=True)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("vit_jax: unreadable checkpoints moved")
         self.manager.reload()
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self.manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk.
+
+        Raises:
+          DiskFullError: the disk filled up during a save.
+        """
+        with self.disk_full_is_user_error():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()

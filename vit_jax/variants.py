@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from vit_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Width:
@@ -71,11 +73,11 @@ def decode_variant(name: str) -> VariantSpec:
       The variant's `VariantSpec`.
 
     Raises:
-      ValueError: the name is unknown; the message lists the known names.
+      ConfigError: the name is unknown; the message lists the known names.
     """
     if name not in VARIANTS:
         known = ", ".join(repr(v) for v in VARIANTS)
-        raise ValueError(f"Unknown ViT variant {name!r}. Known variants: {known}.")
+        raise ConfigError(f"Unknown ViT variant {name!r}. Known variants: {known}.")
     family, patch_size = VARIANTS[name]
     width = WIDTHS[family]
     return VariantSpec(name=name, patch_size=patch_size, **dataclasses.asdict(width))

@@ -22,8 +22,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 
 from vit_jax import evaluate, predict
+from vit_jax.cli import quiet_logs
+from vit_jax.errors import ConfigError, run_cli
 
 DEFAULT_PANEL_PX = 160  # side of one square panel in the PNG
 _DPI = 100
@@ -110,8 +113,6 @@ def render(rows: Sequence[tuple[np.ndarray, dict[str, Any], str]], out: str,
       out: the PNG path.
       panel_px: side of each square panel in pixels (see `figure_size`).
     """
-    from matplotlib.figure import Figure
-
     num_heads = rows[0][1]["heads"].shape[0]
     width, height = figure_size(len(rows), num_heads, panel_px)
     fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
@@ -156,13 +157,14 @@ def visualize(checkpoint: str | evaluate.LoadedModel, paths: Sequence[str], out:
       The `attention_maps` of the last image.
 
     Raises:
-      FileNotFoundError / ValueError: a missing or unusable checkpoint or image.
+      CheckpointError / ImageError / ConfigError: a missing or unusable checkpoint or
+        image, a bad panel size or output folder.
     """
     if panel_px < 16:
-        raise ValueError(f"The panel size must be at least 16 pixels, got {panel_px}.")
+        raise ConfigError(f"The panel size must be at least 16 pixels, got {panel_px}.")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Cannot write {out}: no folder {folder}.")
+        raise ConfigError(f"Cannot write {out}: no folder {folder}.")
     raw = [predict.load_image(p) for p in paths]  # fail on a bad image before loading
     loaded = checkpoint
     if not isinstance(loaded, evaluate.LoadedModel):
@@ -179,7 +181,6 @@ def visualize(checkpoint: str | evaluate.LoadedModel, paths: Sequence[str], out:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; user errors end in one 'error:' line and exit code 2."""
-    from vit_jax.cli import run_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m vit_jax.visualize",
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--panel_size", type=int, default=DEFAULT_PANEL_PX,
                         help="side of each panel in pixels (default: %(default)s)")
     args = parser.parse_args(argv)
-    predict.quiet_logs()
+    quiet_logs()
 
     def run() -> None:
         visualize(args.checkpoint, args.images, args.out, args.panel_size,
