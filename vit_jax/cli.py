@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +42,11 @@ class OrbaxFailureFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "/orbax/" in record.pathname.replace("\\", "/"):
             return record.levelno >= logging.CRITICAL
-        if record.name == "asyncio":
-            text = record.getMessage() + str(record.exc_info or "")
-            return "orbax" not in text and "tensorstore" not in text
+        if record.name == "asyncio":  # "Future exception was never retrieved"
+            text = record.getMessage()
+            if record.exc_info:
+                text += "".join(traceback.format_exception(*record.exc_info))
+            return "/orbax/" not in text and "tensorstore" not in text
         return True
 
 
