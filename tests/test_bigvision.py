@@ -374,9 +374,9 @@ def test_resolve_offline_names_the_file_url_and_where_to_put_it(tmp_path, name, 
     with pytest.raises(CheckpointError) as e:
         pretrained.resolve(name, [tmp_path])
     message = str(e.value)
-    assert "\n" not in message
+    assert "\n" not in message and message.startswith(f"Checkpoint file not found: {name} ")
     assert f"fetch {url}{file} and pass --config.init_checkpoint=/path/to/{file} " \
-           f"or into one of ['{tmp_path}']" in message
+           f"or put it into one of ['{tmp_path}']." in message
 
 
 def test_resolve_unknown_name():

@@ -224,10 +224,11 @@ def resolve(
             if os.path.isfile(path):
                 _check_release(path, name, release)
                 return path, release.model_options()
-    where = f" or into one of {dirs}" if dirs else ""
+    where = f" or put it into one of {dirs}" if dirs else ""
     raise CheckpointError(
-        f"{name}: {release.filename} is not on this machine and is never downloaded; fetch "
-        f"{release.url} and pass --config.init_checkpoint=/path/to/{release.filename}{where}."
+        f"Checkpoint file not found: {given} (released as {name}); nothing is downloaded here: "
+        f"fetch {release.url} and pass --config.init_checkpoint=/path/to/{release.filename}"
+        f"{where}."
     )
 
 
