@@ -32,33 +32,6 @@ from vit_jax.errors import CheckpointError
 SEP = "/"
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/(.+)$")
 _STACKED = "Transformer/encoderblock/"
-POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
-
-# The sub-modules of an encoder block, in call order. The released files were written by
-# pre-linen Flax, which numbered sub-modules across types; linen numbers them per type,
-# and so do the official repository's current code (it loads the released files through
-# `flax.training.checkpoints.convert_pre_linen`) and big_vision.
-RELEASED_BLOCK_NAMES = (
-    "LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"
-)
-LINEN_BLOCK_NAMES = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
-
-# big_vision (models/vit.py) → official; every key not named here is the same in both
-# (`embedding/*`, `cls`, `Transformer/encoder_norm/*`, `pre_logits/*`, `head/*`, `MAPHead_0/*`):
-#   pos_embedding (1, h*w, D)            → Transformer/posembed_input/pos_embedding; with a
-#                                          class token (pool_type "tok") a zero row is put in
-#                                          front: big_vision adds the posemb before
-#                                          concatenating the token, the official model after.
-#   Transformer/pos_embedding            → the same (big_vision files before 2022).
-#   Transformer/encoderblock/X (L, ...)  → Transformer/encoderblock_{i}/X (scan=True models).
-#   encoderblock_{i}/LINEN_BLOCK_NAMES   → encoderblock_{i}/RELEASED_BLOCK_NAMES.
-#   prefixes params/ (a training checkpoint; its optimizer state is dropped), opt/target/
-#   (older Flax-optimizer checkpoints)  → none.
-# Transposes: none. Both are Flax trees with the same kernel layouts (conv HWIO, Dense
-# (in, out), attention DenseGeneral (D, K, Dh) and (K, Dh, D)).
-BIG_VISION_POSEMB_KEYS = ("pos_embedding", "Transformer/pos_embedding")
-PARAM_PREFIXES = ("params/", "opt/target/")
-MAP_PROBE_KEY = "MAPHead_0/probe"
 
 
 # --------------------------------------------------------------------------- file I/O
@@ -85,6 +58,15 @@ def _not_npz_error(path: str) -> CheckpointError:
     return CheckpointError(
         f"Not a valid .npz (zip) file: {path} ({size} bytes, first bytes {head!r}); {guess}."
     )
+
+
+def _recover_bfloat16(array: np.ndarray) -> np.ndarray:
+    """numpy writes bfloat16 arrays (e.g. big_vision's bf16 params) as 2-byte void: undo it."""
+    if array.dtype.kind != "V" or array.dtype.itemsize != 2 or array.dtype.names:
+        return array
+    import ml_dtypes  # numpy-only (no JAX), installed with jax; needed only for such files
+
+    return array.view(ml_dtypes.bfloat16)
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -123,15 +105,6 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(
             f"{path} is not a readable .npz file (truncated or corrupt?): {e}"
         ) from None
-
-
-def _recover_bfloat16(array: np.ndarray) -> np.ndarray:
-    """numpy writes bfloat16 arrays (e.g. big_vision's bf16 params) as 2-byte void: undo it."""
-    if array.dtype.kind != "V" or array.dtype.itemsize != 2 or array.dtype.names:
-        return array
-    import ml_dtypes  # numpy-only (no JAX), installed with jax; needed only for such files
-
-    return array.view(ml_dtypes.bfloat16)
 
 
 def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
@@ -324,6 +297,9 @@ def resize_posemb(
     return np.concatenate([prefix, grid], axis=1)
 
 
+POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
+
+
 def adapt_pretrained(
     loaded: Mapping[str, Any], init: Mapping[str, Any], *, reinit_head: bool = True
 ) -> dict[str, Any]:
@@ -406,6 +382,34 @@ def infer_architecture(flat: Mapping[str, Any]) -> dict[str, Any]:
     return arch
 
 
+# ---------------------------------------------------------------------- other layouts
+# The sub-modules of an encoder block, in call order. The released files were written by
+# pre-linen Flax, which numbered sub-modules across types; linen numbers them per type,
+# and so do the official repository's current code (it loads the released files through
+# `flax.training.checkpoints.convert_pre_linen`) and big_vision.
+RELEASED_BLOCK_NAMES = (
+    "LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"
+)
+LINEN_BLOCK_NAMES = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
+
+# big_vision (models/vit.py) → official; every key not named here is the same in both
+# (`embedding/*`, `cls`, `Transformer/encoder_norm/*`, `pre_logits/*`, `head/*`, `MAPHead_0/*`):
+#   pos_embedding (1, h*w, D)            → Transformer/posembed_input/pos_embedding; with a
+#                                          class token (pool_type "tok") a zero row is put in
+#                                          front: big_vision adds the posemb before
+#                                          concatenating the token, the official model after.
+#   Transformer/pos_embedding            → the same (big_vision files before 2022).
+#   Transformer/encoderblock/X (L, ...)  → Transformer/encoderblock_{i}/X (scan=True models).
+#   encoderblock_{i}/LINEN_BLOCK_NAMES   → encoderblock_{i}/RELEASED_BLOCK_NAMES.
+#   prefixes params/ (a training checkpoint; its optimizer state is dropped), opt/target/
+#   (older Flax-optimizer checkpoints)  → none.
+# Transposes: none. Both are Flax trees with the same kernel layouts (conv HWIO, Dense
+# (in, out), attention DenseGeneral (D, K, Dh) and (K, Dh, D)).
+BIG_VISION_POSEMB_KEYS = ("pos_embedding", "Transformer/pos_embedding")
+PARAM_PREFIXES = ("params/", "opt/target/")
+MAP_PROBE_KEY = "MAPHead_0/probe"
+
+
 def official_shapes(arch: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """Every key of the official layout and its shape, for an architecture.
 
@@ -481,9 +485,6 @@ def check_shapes(flat: Mapping[str, Any], what: str) -> dict[str, Any]:
     if problems:
         raise CheckpointError(f"{what} is not a consistent ViT: " + "; ".join(problems))
     return arch
-
-
-# ---------------------------------------------------------------------- other layouts
 
 
 def _strip_prefix(flat: Mapping[str, Any]) -> dict[str, Any]:
