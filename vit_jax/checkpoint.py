@@ -1,4 +1,4 @@
-"""The official `.npz` checkpoint layout: reading, writing, checking, resizing.
+"""Checkpoint layouts: the official `.npz` (the interchange format) and those mapped onto it.
 
 The released ViT checkpoints of google-research/vision_transformer are flat `.npz` files
 whose keys are Flax parameter paths joined with "/" (`embedding/kernel`, `cls`,
@@ -6,6 +6,10 @@ whose keys are Flax parameter paths joined with "/" (`embedding/kernel`, `cls`,
 Flax tree of `vit_jax.models` uses the very same names, so the key map here is the
 identity, except that `scan=True` models keep the blocks stacked under
 `Transformer/encoderblock` (leading layer axis) and are unstacked for the file.
+
+`to_official` also reads two other layouts of the same weights (see "Other layouts"
+below): the linen numbering of the block's sub-modules (the official repository's
+current code) and big_vision's ViT; `to_big_vision` writes the latter back.
 
 numpy (and scipy) only, on purpose: `vit_torch` reads and writes the format through
 this module without importing JAX.
@@ -56,6 +60,15 @@ def _not_npz_error(path: str) -> CheckpointError:
     )
 
 
+def _recover_bfloat16(array: np.ndarray) -> np.ndarray:
+    """numpy writes bfloat16 arrays (e.g. big_vision's bf16 params) as 2-byte void: undo it."""
+    if array.dtype.kind != "V" or array.dtype.itemsize != 2 or array.dtype.names:
+        return array
+    import ml_dtypes  # numpy-only (no JAX), installed with jax; needed only for such files
+
+    return array.view(ml_dtypes.bfloat16)
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a flat `.npz` into {key: array}, never executing pickled code.
 
@@ -80,7 +93,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise _not_npz_error(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+            return {key: _recover_bfloat16(data[key]) for key in data.files}
     except ValueError as e:  # numpy's refusal of object arrays
         if "pickle" in str(e).lower():
             raise CheckpointError(
@@ -202,16 +215,30 @@ def save_npz(path: str | os.PathLike, params: Mapping[str, Any]) -> None:
 
 
 def load_npz(path: str | os.PathLike, *, scan: bool = False) -> dict[str, Any]:
-    """Loads an official-layout `.npz` (e.g. a released `ViT-B_16.npz`) as a params tree.
+    """Loads a ViT `.npz` in any layout `to_official` reads, as an official params tree.
 
     Args:
-      path: the `.npz` file.
+      path: the `.npz` file: a released file (e.g. `ViT-B_16.npz`), one with linen-numbered
+        blocks, or a big_vision ViT checkpoint.
       scan: return the blocks stacked for a `scan=True` model.
 
     Returns:
       A nested dict of numpy arrays; check it with `check_params` against a model.
     """
-    return npz_dict_to_params(read_npz(path), scan=scan)
+    return npz_dict_to_params(to_official(read_npz(path)), scan=scan)
+
+
+def save_big_vision_npz(
+    path: str | os.PathLike, params: Mapping[str, Any], *, stacked: bool = False
+) -> None:
+    """Saves a vit_jax parameter tree as a big_vision ViT `.npz` (see `to_big_vision`).
+
+    Args:
+      path: destination `.npz`.
+      params: the `params` collection (scan layout allowed).
+      stacked: write the blocks as big_vision's `scan=True` models hold them.
+    """
+    write_npz(path, to_big_vision(params_to_npz_dict(params), stacked=stacked))
 
 
 # ------------------------------------------------------------------------- checking
@@ -227,18 +254,22 @@ def check_params(params: Mapping[str, Any], expected: Mapping[str, Any]) -> None
       CheckpointError: one message naming every missing, unexpected or mis-shaped key.
     """
     got, want = flatten(params), flatten(expected)
-    problems = [f"missing key {k} (model expects shape {tuple(want[k].shape)})"
-                for k in sorted(set(want) - set(got))]
-    problems += [f"unexpected key {k} (shape {tuple(np.shape(got[k]))})"
-                 for k in sorted(set(got) - set(want))]
-    problems += [
-        f"shape mismatch at {k}: checkpoint {tuple(np.shape(got[k]))}, "
-        f"model {tuple(want[k].shape)}"
-        for k in sorted(set(got) & set(want))
-        if tuple(np.shape(got[k])) != tuple(want[k].shape)
-    ]
+    problems = _shape_problems({k: np.shape(v) for k, v in got.items()},
+                               {k: tuple(v.shape) for k, v in want.items()})
     if problems:
         raise CheckpointError("Checkpoint does not fit the model:\n  " + "\n  ".join(problems))
+
+
+def _shape_problems(
+    got: Mapping[str, tuple[int, ...]], want: Mapping[str, tuple[int, ...]]
+) -> list[str]:
+    """Every missing, unexpected or mis-shaped key of `got` against `want`, in words."""
+    problems = [f"missing key {k} (model expects shape {want[k]})"
+                for k in sorted(set(want) - set(got))]
+    problems += [f"unexpected key {k} (shape {got[k]})" for k in sorted(set(got) - set(want))]
+    problems += [f"shape mismatch at {k}: checkpoint {got[k]}, model {want[k]}"
+                 for k in sorted(set(got) & set(want)) if tuple(got[k]) != tuple(want[k])]
+    return problems
 
 
 # ----------------------------------------------------------------- position embeddings
@@ -315,28 +346,270 @@ def infer_architecture(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Reads the architecture off an official-layout dict's shapes (no config needed).
 
     Args:
-      flat: from `read_npz` (per-block keys).
+      flat: official layout with per-block keys (`read_npz` of a released file, or
+        `to_official` of any layout it accepts).
 
     Returns:
-      dict with patch_size, hidden_size, num_layers, num_heads, mlp_dim, classifier,
-      representation_size, num_classes and image_size (the posemb grid × patch size).
+      dict with patch_size, hidden_size, num_layers, num_heads, mlp_dim, classifier
+      ("token", "gap" or "map"), representation_size, num_classes and image_size (the
+      posemb grid × patch size; None without a learned posemb), and `posemb="sincos2d"`
+      when there is no learned posemb ("learn", the model's default, is not named, so the
+      dict also fits a model without that option).
     """
     try:
         kernel = flat["embedding/kernel"]  # (P, P, C, D)
-        query = flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]
-        mlp = flat["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"]  # (D, mlp)
-        posemb = flat[POSEMB_KEY]
+        block = "Transformer/encoderblock_0/"
+        query = flat[block + "MultiHeadDotProductAttention_1/query/kernel"]  # (D, K, Dh)
+        mlp = flat[block + "MlpBlock_3/Dense_0/kernel"]  # (D, mlp)
     except KeyError as e:
-        raise CheckpointError(f"Not an official ViT checkpoint: key {e} is missing.") from None
+        raise CheckpointError(
+            f"Not an official-layout ViT checkpoint: key {e} is missing."
+        ) from None
     num_layers = len({m.group(1) for m in map(_BLOCK.match, flat) if m})
-    prefix = 1 if "cls" in flat else 0
-    side = math.isqrt(posemb.shape[1] - prefix)
-    return {
-        "patch_size": int(kernel.shape[0]), "hidden_size": int(kernel.shape[3]),
-        "num_layers": num_layers, "num_heads": int(query.shape[1]), "mlp_dim": int(mlp.shape[1]),
-        "classifier": "token" if prefix else "gap",
-        "representation_size": int(flat["pre_logits/kernel"].shape[1])
+    patch = int(np.shape(kernel)[0])
+    classifier = "token" if "cls" in flat else "map" if MAP_PROBE_KEY in flat else "gap"
+    image_size = None
+    if POSEMB_KEY in flat:
+        tokens = int(np.shape(flat[POSEMB_KEY])[1]) - (classifier == "token")
+        side = math.isqrt(tokens)
+        if side * side != tokens:
+            raise CheckpointError(
+                f"{POSEMB_KEY} has {tokens} patch positions, not a square grid."
+            )
+        image_size = side * patch
+    arch = {
+        "patch_size": patch, "hidden_size": int(np.shape(kernel)[3]),
+        "num_layers": num_layers, "num_heads": int(np.shape(query)[1]),
+        "mlp_dim": int(np.shape(mlp)[1]), "classifier": classifier,
+        "representation_size": int(np.shape(flat["pre_logits/kernel"])[1])
         if "pre_logits/kernel" in flat else None,
-        "num_classes": int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else 0,
-        "image_size": side * int(kernel.shape[0]),
+        "num_classes": int(np.shape(flat["head/kernel"])[1]) if "head/kernel" in flat else 0,
+        "image_size": image_size,
     }
+    if POSEMB_KEY not in flat:
+        arch["posemb"] = "sincos2d"  # fixed, computed by the model: nothing stored
+    return arch
+
+
+# ---------------------------------------------------------------------- other layouts
+# The sub-modules of an encoder block, in call order. The released files were written by
+# pre-linen Flax, which numbered sub-modules across types; linen numbers them per type,
+# and so do the official repository's current code (it loads the released files through
+# `flax.training.checkpoints.convert_pre_linen`) and big_vision.
+RELEASED_BLOCK_NAMES = (
+    "LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"
+)
+LINEN_BLOCK_NAMES = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
+
+# big_vision (models/vit.py) → official; every key not named here is the same in both
+# (`embedding/*`, `cls`, `Transformer/encoder_norm/*`, `pre_logits/*`, `head/*`, `MAPHead_0/*`):
+#   pos_embedding (1, h*w, D)            → Transformer/posembed_input/pos_embedding; with a
+#                                          class token (pool_type "tok") a zero row is put in
+#                                          front: big_vision adds the posemb before
+#                                          concatenating the token, the official model after.
+#   Transformer/pos_embedding            → the same (big_vision files before 2022).
+#   Transformer/encoderblock/X (L, ...)  → Transformer/encoderblock_{i}/X (scan=True models).
+#   encoderblock_{i}/LINEN_BLOCK_NAMES   → encoderblock_{i}/RELEASED_BLOCK_NAMES.
+#   prefixes params/ (a training checkpoint; its optimizer state is dropped), opt/target/
+#   (older Flax-optimizer checkpoints)  → none.
+# Transposes: none. Both are Flax trees with the same kernel layouts (conv HWIO, Dense
+# (in, out), attention DenseGeneral (D, K, Dh) and (K, Dh, D)).
+BIG_VISION_POSEMB_KEYS = ("pos_embedding", "Transformer/pos_embedding")
+PARAM_PREFIXES = ("params/", "opt/target/")
+MAP_PROBE_KEY = "MAPHead_0/probe"
+
+
+def official_shapes(arch: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every key of the official layout and its shape, for an architecture.
+
+    Args:
+      arch: as `infer_architecture` returns (image_size may be None only without a
+        learned posemb).
+
+    Returns:
+      {key: shape}; `check_shapes` compares a flat dict with it.
+    """
+    p, d, k = arch["patch_size"], arch["hidden_size"], arch["num_heads"]
+    dh = d // k
+    token = arch["classifier"] == "token"
+    shapes: dict[str, tuple[int, ...]] = {
+        "embedding/kernel": (p, p, 3, d), "embedding/bias": (d,),
+        "Transformer/encoder_norm/scale": (d,), "Transformer/encoder_norm/bias": (d,),
+    }
+    if token:
+        shapes["cls"] = (1, 1, d)
+    if arch.get("posemb", "learn") == "learn":
+        grid = (arch["image_size"] // p) ** 2
+        shapes[POSEMB_KEY] = (1, int(token) + grid, d)
+
+    def attention(prefix: str) -> None:  # flax MultiHeadDotProductAttention / DenseGeneral
+        for name in ("query", "key", "value"):
+            shapes[f"{prefix}{name}/kernel"] = (d, k, dh)
+            shapes[f"{prefix}{name}/bias"] = (k, dh)
+        shapes[f"{prefix}out/kernel"] = (k, dh, d)
+        shapes[f"{prefix}out/bias"] = (d,)
+
+    def norm_and_mlp(norm: str, mlp: str) -> None:
+        shapes.update({f"{norm}/scale": (d,), f"{norm}/bias": (d,)})
+        shapes.update({f"{mlp}/Dense_0/kernel": (d, arch["mlp_dim"]),
+                       f"{mlp}/Dense_0/bias": (arch["mlp_dim"],),
+                       f"{mlp}/Dense_1/kernel": (arch["mlp_dim"], d), f"{mlp}/Dense_1/bias": (d,)})
+
+    ln0, mha, ln2, mlp_block = RELEASED_BLOCK_NAMES
+    for i in range(arch["num_layers"]):
+        block = f"Transformer/encoderblock_{i}/"
+        shapes.update({f"{block}{ln0}/scale": (d,), f"{block}{ln0}/bias": (d,)})
+        attention(f"{block}{mha}/")
+        norm_and_mlp(block + ln2, block + mlp_block)
+    if arch["classifier"] == "map":  # big_vision's MAPHead: a probe token attends to all
+        shapes[MAP_PROBE_KEY] = (1, 1, d)
+        attention("MAPHead_0/MultiHeadDotProductAttention_0/")
+        norm_and_mlp("MAPHead_0/LayerNorm_0", "MAPHead_0/MlpBlock_0")
+    width = d
+    if arch["representation_size"]:
+        width = arch["representation_size"]
+        shapes.update({"pre_logits/kernel": (d, width), "pre_logits/bias": (width,)})
+    if arch["num_classes"]:
+        n = arch["num_classes"]
+        shapes.update({"head/kernel": (width, n), "head/bias": (n,)})
+    return shapes
+
+
+def check_shapes(flat: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Asserts every key and shape of an official flat dict against its own architecture.
+
+    Args:
+      flat: official layout (per-block keys).
+      what: how the message names `flat` ("The checkpoint", ...).
+
+    Returns:
+      `infer_architecture(flat)`.
+
+    Raises:
+      CheckpointError: one message naming every missing, unexpected or mis-shaped key
+        ("model" there is the architecture read off the embedding and first block).
+    """
+    arch = infer_architecture(flat)
+    problems = _shape_problems({k: np.shape(v) for k, v in flat.items()}, official_shapes(arch))
+    if problems:
+        raise CheckpointError(f"{what} is not a consistent ViT: " + "; ".join(problems))
+    return arch
+
+
+def _strip_prefix(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the parameters, without a big_vision training checkpoint's prefix."""
+    if "embedding/kernel" not in flat:
+        for prefix in PARAM_PREFIXES:
+            if prefix + "embedding/kernel" in flat:
+                return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    return dict(flat)
+
+
+def block_numbering(flat: Mapping[str, Any]) -> str:
+    """Which sub-module names the per-block keys use: "released" or "linen".
+
+    Raises:
+      CheckpointError: a block with other sub-modules, or blocks that mix the two.
+    """
+    modules: dict[int, set[str]] = {}
+    for key in flat:
+        match = _BLOCK.match(key)
+        if match:
+            modules.setdefault(int(match.group(1)), set()).add(match.group(2).split(SEP)[0])
+    kinds: dict[str, list[int]] = {}
+    for i, names in sorted(modules.items()):
+        if names == set(RELEASED_BLOCK_NAMES):
+            kinds.setdefault("released", []).append(i)
+        elif names == set(LINEN_BLOCK_NAMES):
+            kinds.setdefault("linen", []).append(i)
+        else:
+            raise CheckpointError(
+                f"Transformer/encoderblock_{i} has sub-modules {sorted(names)}; expected "
+                f"{list(RELEASED_BLOCK_NAMES)} (released files) or {list(LINEN_BLOCK_NAMES)} "
+                "(linen numbering)."
+            )
+    if len(kinds) > 1:
+        raise CheckpointError(
+            f"The encoder blocks mix two numberings: released names in blocks "
+            f"{kinds['released']}, linen names in blocks {kinds['linen']}; the file is corrupt."
+        )
+    return next(iter(kinds), "released")
+
+
+def _rename_blocks(flat: Mapping[str, Any], source: tuple, target: tuple) -> dict[str, Any]:
+    rename = dict(zip(source, target, strict=True))
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        match = _BLOCK.match(key)
+        if match:
+            module, rest = match.group(2).split(SEP, 1)
+            key = f"Transformer/encoderblock_{match.group(1)}/{rename[module]}/{rest}"
+        out[key] = value
+    return out
+
+
+def to_official(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Any ViT layout this module reads → the official layout, every key and shape checked.
+
+    Accepted: the official layout (released numbering, or the linen numbering
+    `LINEN_BLOCK_NAMES`), per-block or stacked; big_vision's ViT (`pos_embedding` at the
+    top, linen numbering, per-block or `scan`-stacked, optionally under `params/` or
+    `opt/target/`), pool types tok/gap/map, posemb learn or sincos2d. The key map is
+    written out above `BIG_VISION_POSEMB_KEYS`.
+
+    Args:
+      flat: {"a/b": array} from `read_npz`.
+
+    Returns:
+      The official flat dict (per-block keys, released numbering) of the same model.
+
+    Raises:
+      CheckpointError: mixed numberings, two position embeddings, or any key or shape that
+        does not fit the architecture read off the file.
+    """
+    flat = unstack_blocks(_strip_prefix(flat))
+    if block_numbering(flat) == "linen":
+        flat = _rename_blocks(flat, LINEN_BLOCK_NAMES, RELEASED_BLOCK_NAMES)
+    found = [k for k in (POSEMB_KEY, *BIG_VISION_POSEMB_KEYS) if k in flat]
+    if len(found) > 1:
+        raise CheckpointError(f"Two position embeddings in one checkpoint: {found}.")
+    if found and found[0] != POSEMB_KEY:
+        flat[POSEMB_KEY] = _posemb_to_official(flat.pop(found[0]), has_cls="cls" in flat)
+    check_shapes(flat, "The checkpoint")
+    return flat
+
+
+def _posemb_to_official(posemb: np.ndarray, *, has_cls: bool) -> np.ndarray:
+    """big_vision's (1, h*w, D) posemb → official (1, [1 +] h*w, D)."""
+    n = posemb.shape[1]
+    if not has_cls or math.isqrt(n) ** 2 != n:
+        # No class token, or an old big_vision file that already has its row (h*w + 1).
+        return posemb
+    return np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)  # (1, 1 + h*w, D)
+
+
+def to_big_vision(flat: Mapping[str, Any], *, stacked: bool = False) -> dict[str, Any]:
+    """Official layout → big_vision's ViT layout (the inverse of `to_official`).
+
+    With a class token, its posemb row is added to `cls` (as big_vision's own
+    `fix_old_checkpoints` does), which computes the same first token.
+
+    Args:
+      flat: official flat dict (per-block keys), e.g. `params_to_npz_dict(params)`.
+      stacked: stack the blocks under `Transformer/encoderblock/` (big_vision `scan=True`).
+
+    Returns:
+      {key: array} as big_vision's `utils.load_params` reads it from an `.npz` (no prefix).
+    """
+    check_shapes(flat, "The parameter tree")
+    out = _rename_blocks(flat, RELEASED_BLOCK_NAMES, LINEN_BLOCK_NAMES)
+    if POSEMB_KEY in out:
+        posemb = np.asarray(out.pop(POSEMB_KEY))
+        if "cls" in out:
+            row, posemb = posemb[:, :1], posemb[:, 1:]  # (1, 1, D), (1, h*w, D)
+            # A zero row (as `to_official` writes) is not added: the round trip stays
+            # bit-exact even for a -0.0 in `cls`.
+            if np.any(row):
+                out["cls"] = np.asarray(out["cls"]) + row
+        out[BIG_VISION_POSEMB_KEYS[0]] = posemb
+    return stack_blocks(out) if stacked else out

@@ -1,0 +1,252 @@
+"""Released ViT checkpoints by name: the file, where it comes from, and the model it needs.
+
+`resolve(name_or_path, search_dirs)` turns `--config.init_checkpoint=NAME` into a local
+`.npz` and the `config.model` options that fit it. Nothing is downloaded (the machines
+this runs on may have no internet): a file that is not found raises a one-line
+`CheckpointError` naming the file, its URL and where to put it.
+
+Names (the file names below were checked against the sources named):
+  * official (google-research/vision_transformer README and bucket listing): the bucket
+    path without ".npz", e.g. "imagenet21k/ViT-B_16" (ImageNet-21k pre-training, with a
+    pre_logits layer and a 21843-class head) or "imagenet21k+imagenet2012/ViT-B_16"
+    (fine-tuned on ImageNet-1k at 384 px); the file name alone ("ViT-B_16") means the
+    ImageNet-21k one, as the repository's README uses it;
+  * AugReg (Steiner et al. 2021, "How to train your ViT?"): timm's names, e.g.
+    "vit_base_patch16_224.augreg_in21k_ft_in1k" (timm's `vision_transformer.py` lists
+    the same `.npz` URLs);
+  * big_vision: its own short names (big_vision `models/vit.py` VANITY_NAMES), e.g.
+    "i1k-s16-300ep" (`configs/vit_s16_i1k.py`: gap pool, sincos2d posemb, rep_size=True).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from vit_jax import checkpoint
+from vit_jax.errors import CheckpointError
+from vit_jax.variants import VARIANTS, WIDTHS
+
+_VIT_MODELS = "https://storage.googleapis.com/vit_models/"
+_BIG_VISION = "https://storage.googleapis.com/big_vision/"
+IN21K_CLASSES = 21843
+IN1K_CLASSES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """One released checkpoint: its URL and the architecture stored in it."""
+
+    url: str
+    variant: str  # a name from vit_jax/variants.py
+    num_classes: int
+    image_size: int = 224
+    classifier: str = "token"
+    representation_size: int | None = None
+    posemb: str = "learn"
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+    @property
+    def bucket_path(self) -> str:
+        """The path inside its storage bucket, e.g. "imagenet21k/ViT-B_16.npz"."""
+        return self.url.split("/", 4)[4]
+
+    def model_options(self) -> dict[str, Any]:
+        """`config.model` fields for this checkpoint (posemb named only if not "learn")."""
+        options: dict[str, Any] = {"variant": self.variant, "classifier": self.classifier,
+                                   "representation_size": self.representation_size}
+        if self.posemb != "learn":
+            options["posemb"] = self.posemb
+        return options
+
+
+def _official(path: str, variant: str) -> Release:
+    if path.startswith("imagenet21k/"):  # pre-training: pre_logits of the model's width
+        width = WIDTHS[VARIANTS[variant][0]].hidden_size
+        return Release(_VIT_MODELS + path, variant, IN21K_CLASSES, representation_size=width)
+    return Release(_VIT_MODELS + path, variant, IN1K_CLASSES,
+                   image_size=224 if path.endswith("-224.npz") else 384)
+
+
+def _augreg(file: str, variant: str) -> Release:
+    """AugReg files: "...--imagenet2012-...-res_{size}.npz" are fine-tuned on ImageNet-1k."""
+    if "--imagenet2012-" in file:
+        size = int(file.rsplit("res_", 1)[1].removesuffix(".npz"))
+        return Release(_VIT_MODELS + "augreg/" + file, variant, IN1K_CLASSES, image_size=size)
+    return Release(_VIT_MODELS + "augreg/" + file, variant, IN21K_CLASSES)
+
+
+def _big_vision_s16(file: str) -> Release:
+    return Release(_BIG_VISION + file, "S/16", IN1K_CLASSES, classifier="gap",
+                   representation_size=WIDTHS["S"].hidden_size, posemb="sincos2d")
+
+
+RELEASES: dict[str, Release] = {
+    **{f"imagenet21k/ViT-{v.replace('/', '_')}": _official(
+        f"imagenet21k/ViT-{v.replace('/', '_')}.npz", v)
+       for v in ("B/16", "B/32", "L/16", "L/32", "H/14")},
+    **{f"imagenet21k+imagenet2012/{stem}": _official(
+        f"imagenet21k+imagenet2012/{stem}.npz", variant)
+       for stem, variant in (("ViT-B_16", "B/16"), ("ViT-B_16-224", "B/16"),
+                             ("ViT-B_32", "B/32"), ("ViT-L_16", "L/16"),
+                             ("ViT-L_16-224", "L/16"), ("ViT-L_32", "L/32"))},
+    "vit_tiny_patch16_224.augreg_in21k": _augreg(
+        "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz", "Ti/16"),
+    "vit_tiny_patch16_224.augreg_in21k_ft_in1k": _augreg(
+        "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.03-res_224.npz", "Ti/16"),
+    "vit_small_patch16_224.augreg_in21k": _augreg(
+        "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz", "S/16"),
+    "vit_small_patch16_224.augreg_in21k_ft_in1k": _augreg(
+        "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.03-res_224.npz", "S/16"),
+    "vit_small_patch16_224.augreg_in1k": _augreg(
+        "S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "S/16"),
+    "vit_base_patch32_224.augreg_in21k": _augreg(
+        "B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0.npz", "B/32"),
+    "vit_base_patch32_224.augreg_in21k_ft_in1k": _augreg(
+        "B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.03-res_224.npz", "B/32"),
+    "vit_base_patch16_224.augreg_in21k": _augreg(
+        "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz", "B/16"),
+    "vit_base_patch16_224.augreg_in21k_ft_in1k": _augreg(
+        "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "B/16"),
+    "vit_base_patch16_384.augreg_in21k_ft_in1k": _augreg(
+        "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.01-res_384.npz", "B/16"),
+    "vit_base_patch16_224.augreg_in1k": _augreg(
+        "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1"
+        "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "B/16"),
+    "vit_base_patch8_224.augreg_in21k": _augreg(
+        "B_8-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz", "B/8"),
+    "vit_base_patch8_224.augreg_in21k_ft_in1k": _augreg(
+        "B_8-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "B/8"),
+    "vit_large_patch16_224.augreg_in21k": _augreg(
+        "L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1.npz", "L/16"),
+    "vit_large_patch16_224.augreg_in21k_ft_in1k": _augreg(
+        "L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1"
+        "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "L/16"),
+    "i1k-s16-90ep": _big_vision_s16("vit_s16_i1k_90ep.npz"),
+    "i1k-s16-150ep": _big_vision_s16("vit_s16_i1k_150ep.npz"),
+    "i1k-s16-300ep": _big_vision_s16("vit_s16_i1k_300ep.npz"),
+}
+# The README's bare file names mean the ImageNet-21k pre-trained files.
+ALIASES = {name.split("/")[1]: name for name in RELEASES if name.startswith("imagenet21k/")}
+
+
+def lookup(name: str) -> tuple[str, Release] | None:
+    """The table entry for a name or alias (also with ".npz"), or None."""
+    name = ALIASES.get(name.removesuffix(".npz"), name.removesuffix(".npz"))
+    return (name, RELEASES[name]) if name in RELEASES else None
+
+
+def model_options_of(arch: dict[str, Any]) -> dict[str, Any]:
+    """`config.model` fields for an architecture read off a file (`infer_architecture`).
+
+    Args:
+      arch: from `checkpoint.infer_architecture`.
+
+    Returns:
+      variant (the one of that width and, if any, patch size), patch_size when no variant
+      has it, classifier, representation_size, and posemb when not "learn".
+
+    Raises:
+      CheckpointError: the sizes match no family of vit_jax/variants.py.
+    """
+    sizes = (arch["hidden_size"], arch["num_layers"], arch["num_heads"], arch["mlp_dim"])
+    names = [v for v, (family, _) in VARIANTS.items()
+             if dataclasses.astuple(WIDTHS[family]) == sizes]
+    if not names:
+        raise CheckpointError(
+            f"The checkpoint's sizes (width, depth, heads, MLP) = {sizes} match no variant in "
+            "vit_jax/variants.py."
+        )
+    exact = [v for v in names if VARIANTS[v][1] == arch["patch_size"]]
+    options: dict[str, Any] = {"variant": (exact or names)[0]}
+    if not exact:
+        options["patch_size"] = arch["patch_size"]
+    options.update(classifier=arch["classifier"],
+                   representation_size=arch["representation_size"])
+    if "posemb" in arch:
+        options["posemb"] = arch["posemb"]
+    return options
+
+
+def resolve(
+    name_or_path: str | os.PathLike, search_dirs: Sequence[str | os.PathLike] = ()
+) -> tuple[str, dict[str, Any]]:
+    """A checkpoint path or released name → (local `.npz` path, `config.model` options).
+
+    An existing file is used as given (its options are read off its shapes). Otherwise a
+    name from `RELEASES` (or its alias, or either with ".npz") is looked up in each of
+    `search_dirs`, under its bucket path (e.g. `DIR/imagenet21k/ViT-B_16.npz`) and under
+    its file name (`DIR/ViT-B_16.npz`); the file found must hold the architecture the
+    table gives (the official files of two families share a file name).
+
+    Args:
+      name_or_path: `--config.init_checkpoint`: a path, or a name such as
+        "vit_base_patch16_224.augreg_in21k_ft_in1k", "imagenet21k/ViT-B_16", "ViT-B_16"
+        or "i1k-s16-300ep".
+      search_dirs: directories that hold downloaded checkpoints.
+
+    Returns:
+      (path, options): options are `config.model` fields (variant, classifier,
+      representation_size, and patch_size/posemb where they differ from the defaults);
+      set them on the config before building the model.
+
+    Raises:
+      CheckpointError: an unknown name, a file not found (the message names the file, its
+        URL and where to put it; nothing is downloaded), or a file that holds another
+        architecture than its name says.
+    """
+    given = os.fspath(name_or_path)
+    if os.path.isfile(given):
+        return given, model_options_of(_architecture(given))
+    entry = lookup(given) or lookup(os.path.basename(given))
+    if entry is None:
+        raise CheckpointError(
+            f"Checkpoint file not found: {given} (and not a released name; the names are the "
+            "keys of vit_jax.pretrained.RELEASES, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k)."
+        )
+    name, release = entry
+    dirs = [os.fspath(d) for d in search_dirs]
+    for directory in dirs:
+        for candidate in (release.bucket_path, release.filename):
+            path = os.path.join(directory, candidate)
+            if os.path.isfile(path):
+                _check_release(path, name, release)
+                return path, release.model_options()
+    where = f" or put it into one of {dirs}" if dirs else ""
+    raise CheckpointError(
+        f"Checkpoint file not found: {given} (released as {name}); nothing is downloaded here: "
+        f"fetch {release.url} and pass --config.init_checkpoint=/path/to/{release.filename}"
+        f"{where}."
+    )
+
+
+def _architecture(path: str) -> dict[str, Any]:
+    return checkpoint.infer_architecture(checkpoint.to_official(checkpoint.read_npz(path)))
+
+
+def _check_release(path: str, name: str, release: Release) -> None:
+    """The file found for a name must hold that release's architecture."""
+    arch = _architecture(path)
+    found = {**model_options_of(arch), "num_classes": arch["num_classes"]}
+    want = {**release.model_options(), "num_classes": release.num_classes}
+    if release.posemb == "learn":
+        found["image_size"], want["image_size"] = arch["image_size"], release.image_size
+    if found != want:
+        diff = ", ".join(f"{k}={found.get(k)!r} (expected {want.get(k)!r})"
+                         for k in sorted(set(found) | set(want)) if found.get(k) != want.get(k))
+        raise CheckpointError(
+            f"{path} was found for {name} but holds another model: {diff}; pass the "
+            "matching name, or the path itself as --config.init_checkpoint."
+        )
