@@ -63,7 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = ml_collections.FieldReference(None, field_type=float)  # overrides steps
 
     # --- Fine-tuning from a released .npz (or a vit-jax checkpoint).
-    config.init_checkpoint = ""  # path to .npz; "" trains from scratch
+    # A path to an .npz (official, linen-numbered or big_vision layout) or a released name
+    # from vit_jax/pretrained.py (e.g. "vit_base_patch16_224.augreg_in21k_ft_in1k", whose
+    # model options are then used); "" trains from scratch. Nothing is downloaded.
+    config.init_checkpoint = ""
+    config.init_checkpoint_dir = ""  # where released names are looked for (downloaded files)
     config.reinit_head = True  # new head (zeros) for the new class count
 
     # --- Parallelism, logging, checkpoints.

@@ -68,9 +68,10 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
         return _load_workdir(path, data_dir=data_dir, **overrides)
     if not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
-    flat = checkpoint.read_npz(path)
+    flat = checkpoint.to_official(checkpoint.read_npz(path))  # any layout it reads
     arch = checkpoint.infer_architecture(flat)
-    image_size, num_classes = arch.pop("image_size"), arch.pop("num_classes")
+    # A fixed sin-cos posemb fits any size: such a file does not say; use the usual 224.
+    image_size, num_classes = arch.pop("image_size") or 224, arch.pop("num_classes")
     model = models.VisionTransformer(num_classes=num_classes, **arch, **overrides)
     params = checkpoint.unflatten(flat)
     checkpoint.check_params(params, models.param_shapes(model, image_size))

@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from vit_jax import checkpoint, cli, input_pipeline, models, parallel, reporting
+from vit_jax import checkpoint, cli, input_pipeline, models, parallel, pretrained, reporting
 from vit_jax.errors import ConfigError, TrainingError, run_cli
 from vit_jax.evaluate import evaluate_split
 from vit_jax.host_memory import retain_freed_memory
@@ -74,6 +74,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "pipeline takes 1 (grayscale), 3 (RGB) or 4 (RGBA, alpha dropped) channels.")
     total_steps = total_train_steps(config, input_pipeline.split_num_examples(
         config.dataset, config.data_dir, config.train_split))
+    init_path = use_init_checkpoint_options(config)
     model = models.model_from_config(config.model, info.num_classes)
     if config.image_size % model.patch_size:  # before the workdir is touched
         raise ConfigError(
@@ -100,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state_shapes = jax.eval_shape(init_state, None)  # shapes only, nothing allocated
         state = store.restore_latest(state_shapes, layout)
         if state is None:
-            state = layout.init_state(init_state, _pretrained(config, model))
+            state = layout.init_state(init_state, _pretrained(config, model, init_path))
         start_step = int(layout.step_of(state))
 
         train_step = layout.compile_train_step(
@@ -165,13 +166,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return final
 
 
-def _pretrained(config: ml_collections.ConfigDict, model: models.VisionTransformer):
-    """Released weights adapted to this model, or None (random init) without a path."""
+def use_init_checkpoint_options(config: ml_collections.ConfigDict) -> str | None:
+    """Finds `config.init_checkpoint` and sets the model options it implies on `config`.
+
+    A released name (e.g. "vit_base_patch16_224.augreg_in21k_ft_in1k", "i1k-s16-300ep")
+    or a path both work (`vit_jax.pretrained.resolve`); the architecture options of the
+    checkpoint (variant, patch size, classifier, posemb) replace the config's, and each
+    change is printed. The head, image size and pre-logits stay fine-tuning choices.
+
+    Args:
+      config: the run's config (changed in place).
+
+    Returns:
+      The local `.npz` path, or None when training from scratch.
+    """
     if not config.init_checkpoint:
+        return None
+    search_dirs = [config.init_checkpoint_dir] if config.init_checkpoint_dir else []
+    path, options = pretrained.resolve(config.init_checkpoint, search_dirs)
+    for key in ("variant", "patch_size", "classifier", "posemb"):
+        if key in options and key in config.model and config.model[key] != options[key]:
+            print(f"init_checkpoint {config.init_checkpoint}: model.{key}={options[key]!r} "
+                  f"(the config had {config.model[key]!r})", flush=True)
+            config.model[key] = options[key]
+    return path
+
+
+def _pretrained(config: ml_collections.ConfigDict, model: models.VisionTransformer,
+                path: str | None):
+    """Released weights adapted to this model, or None (random init) without a path."""
+    if path is None:
         return None
     init = models.param_shapes(model, config.image_size)
     init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init)  # zero head, posemb shape
-    loaded = checkpoint.load_npz(config.init_checkpoint, scan=config.model.scan)
+    loaded = checkpoint.load_npz(path, scan=config.model.scan)
     return checkpoint.adapt_pretrained(loaded, init, reinit_head=config.reinit_head)
 
 
