@@ -1,6 +1,8 @@
 """vit_jax.checkpoint: the official npz layout, round trips, checks, posemb resize."""
 
+import os
 import pickle
+import stat
 import subprocess
 import sys
 
@@ -154,3 +156,16 @@ def test_checkpoint_module_does_not_import_jax():
     code = ("import sys, vit_jax.checkpoint, vit_jax.pretrained, vit_jax.variants; "
             "assert 'jax' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_saved_npz_gets_the_usual_file_mode(tmp_path):
+    """Not mkstemp's 0600: what any new file gets under the process's umask."""
+    old = os.umask(0o022)
+    try:
+        checkpoint.save_npz(tmp_path / "a.npz", {"head": {"bias": np.zeros(3, np.float32)}})
+        assert stat.S_IMODE(os.stat(tmp_path / "a.npz").st_mode) == 0o644
+        os.umask(0o077)
+        checkpoint.save_npz(tmp_path / "b.npz", {"head": {"bias": np.zeros(3, np.float32)}})
+        assert stat.S_IMODE(os.stat(tmp_path / "b.npz").st_mode) == 0o600
+    finally:
+        os.umask(old)
