@@ -37,9 +37,9 @@ def _class_names(dataset: str | None, data_dir: str | None, num_classes: int) ->
     if not dataset:
         return None
     try:
-        from vit_jax import input_pipeline
+        from vit_jax import dataset_info
 
-        names = input_pipeline.get_dataset_info(dataset, data_dir).class_names
+        names = dataset_info.get_dataset_info(dataset, data_dir).class_names
     except Exception:  # metadata is a nicety: a missing dataset must not block inference
         return None
     return names if names and len(names) == num_classes else None

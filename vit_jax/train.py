@@ -181,18 +181,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     # Imported here, not at the top: the steps above (used by the benchmark) need no
     # TensorFlow, tfds or TensorBoard.
-    from vit_jax import input_pipeline, reporting
+    from vit_jax import dataset_info, input_pipeline, reporting
 
     t_start = time.time()
     layout = parallel.create_layout(config)
     layout.check_batch_size(config.batch_size, config.grad_accum_steps, what="batch_size")
     layout.check_batch_size(config.eval_batch_size, 1, what="eval_batch_size")
-    info = input_pipeline.get_dataset_info(config.dataset, config.data_dir)
+    info = dataset_info.get_dataset_info(config.dataset, config.data_dir)
     if info.image_channels not in (1, 3, 4):
         raise ValueError(
             f"Dataset {config.dataset!r} has {info.image_channels}-channel images; the input "
             "pipeline takes 1 (grayscale), 3 (RGB) or 4 (RGBA, alpha dropped) channels.")
-    total_steps = total_train_steps(config, input_pipeline.split_num_examples(
+    total_steps = total_train_steps(config, dataset_info.split_num_examples(
         config.dataset, config.data_dir, config.train_split))
     model = create_model(config, info.num_classes)
     if config.image_size % model.patch_size:  # before the workdir is touched
