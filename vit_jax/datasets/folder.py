@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -70,8 +71,10 @@ class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
         _check_images(root_dir, examples)
         held_out = "validation" not in examples
         if held_out:
-            examples["train"], examples["validation"] = _hold_out(examples["train"])
-        self._split_examples = examples
+            examples["train"], examples["validation"] = _hold_out(root_dir, examples["train"])
+        order = list(_SPLIT_FOLDERS.values())  # train, validation, test
+        self._split_examples = examples = dict(sorted(examples.items(),
+                                                      key=lambda kv: order.index(kv[0])))
         self.info.set_splits(tfds.core.SplitDict([
             tfds.core.SplitInfo(name=name, shard_lengths=[len(ex)], num_bytes=0)
             for name, ex in examples.items()
@@ -81,13 +84,15 @@ class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
         how = (f" (held out from train/: {HELD_OUT_FRACTION:.0%} of each class, at least 1, "
                f"seed {_HELD_OUT_SEED}; add {root_dir}/val/ to choose it yourself)"
                if held_out else "")
+        # stderr: a status line, kept out of the output of tools such as predict.
         print(f"folder dataset {root_dir}: {len(classes)} classes; {counts} images{how}",
-              flush=True)
+              file=sys.stderr, flush=True)
 
     def _as_dataset(self, split: Any, shuffle_files: bool = False,
                     decoders: Any = None, read_config: Any = None) -> Any:
         """The records of `split` (slices and sums allowed, e.g. "train[:90%]+validation")."""
-        tf = tfds.core.utils.lazy_imports_utils.tensorflow
+        import tensorflow as tf  # deferred (~6 s): the pipeline imports it when it reads data
+
         parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(self.info.splits)
         examples = [ex for p in parts for ex in self._split_examples[p.splitname][p.from_:p.to]]
         label = self.info.features["label"]
@@ -174,7 +179,7 @@ def _check_images(root: str, examples: dict[str, list[Any]]) -> None:
                            f"remove it from {root}.")
 
 
-def _hold_out(train: list[Any]) -> tuple[list[Any], list[Any]]:
+def _hold_out(root: str, train: list[Any]) -> tuple[list[Any], list[Any]]:
     """Splits train/ into (train, validation): HELD_OUT_FRACTION of each class, at least 1.
 
     The choice depends only on the file names and _HELD_OUT_SEED (not on file-system order);
@@ -187,8 +192,8 @@ def _hold_out(train: list[Any]) -> tuple[list[Any], list[Any]]:
     for name, paths in sorted(by_class.items()):
         if len(paths) < 2:
             raise DatasetError(
-                f"Class {name} has 1 image in train/: at least 2 are needed to hold one out "
-                "for validation (or add a val/ folder with the same classes).")
+                f"Class {name} has 1 image in {root}/train: at least 2 are needed to hold one "
+                f"out for validation (or add {root}/val/ with the same class folders).")
         count = max(1, round(HELD_OUT_FRACTION * len(paths)))
         chosen.update(random.Random(f"{_HELD_OUT_SEED}/{name}").sample(sorted(paths), count))
     return ([ex for ex in train if ex.image_path not in chosen],
