@@ -216,7 +216,8 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     assert len(message.splitlines()) == 1, message  # the CLIs print it as one "error:" line
     assert isinstance(err.value, DatasetError)
     config = _config(missing, dataset="cifar10")
-    with pytest.raises(dataset_info.DatasetNotFoundError, match="python -m vit_jax.prepare cifar10 --data_dir"):
+    with pytest.raises(dataset_info.DatasetNotFoundError,
+                       match=r"`python -m vit_jax\.prepare cifar10 --data_dir "):
         input_pipeline.create_train_iter(config, global_batch_size=8)
     with pytest.raises(dataset_info.DatasetNotFoundError, match="no_such_dataset"):
         dataset_info.get_dataset_info("no_such_dataset", missing)
@@ -226,7 +227,11 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
 @pytest.mark.parametrize(
     "name, close, command",
     [
-        ("cifar_10", "did you mean 'cifar10', 'cifar100'", "`python -m vit_jax.prepare cifar10 --data_dir {dir}`"),
+        (
+            "cifar_10",
+            "did you mean 'cifar10', 'cifar100'",
+            "`python -m vit_jax.prepare cifar10 --data_dir {dir}`",
+        ),
         (
             "imagenet2012_typo/subset:1.0.0",
             "did you mean 'imagenet2012', ",
@@ -237,7 +242,11 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
             "did you mean 'digits'?",
             "'digits' is bundled: vit-jax prepares it on first use.",
         ),
-        ("zzqqxx_no_such_thing", "no known name is close.", "`python -m vit_jax.prepare NAME --data_dir {dir}`"),
+        (
+            "zzqqxx_no_such_thing",
+            "no known name is close.",
+            "`python -m vit_jax.prepare NAME --data_dir {dir}`",
+        ),
     ],
 )
 def test_unknown_dataset_is_a_short_error_with_close_names(tmp_path, name, close, command):

@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vit_jax import datasets  # registers the "digits" builder with tfds
-from vit_jax.datasets import folder
+from vit_jax.datasets import digits, folder  # importing digits registers it with tfds
 from vit_jax.errors import DatasetError
 
-_LOCAL_BUILDERS = frozenset({datasets.digits.Digits.name})  # built here, with no network
+_LOCAL_BUILDERS = frozenset({digits.Digits.name})  # built here, with no network
 # Files a manual-download dataset needs in its manual_dir (tfds only says so in prose).
 MANUAL_FILES = {
     "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
