@@ -27,6 +27,7 @@ import os
 from typing import Any
 
 import numpy as np
+import requests
 import tensorflow_datasets as tfds
 
 from vit_jax.datasets import digits, folder  # importing digits registers it with tfds
@@ -34,7 +35,7 @@ from vit_jax.errors import DatasetError
 
 _LOCAL_BUILDERS = frozenset({digits.Digits.name})  # built here, with no network
 # Files a manual-download dataset needs in its manual_dir (tfds only says so in prose).
-MANUAL_FILES = {
+_MANUAL_FILES = {
     "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
     "imagenet2012_subset": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
 }
@@ -113,7 +114,7 @@ def _missing_message(name: str, data_dir: str) -> str:
         f"downloads); prepare it once with `{prepare_command(name, data_dir)}`, or set "
         "config.data_dir to where it is prepared."
     )
-    files = MANUAL_FILES.get(_base_name(name))
+    files = _MANUAL_FILES.get(_base_name(name))
     if files:
         message += (f" It needs {' and '.join(files)} (from image-net.org) in "
                     f"{_manual_dir(data_dir, None)} or in a folder given by --manual_dir.")
@@ -175,8 +176,15 @@ def _download_and_prepare(
             # request (a terminal), its prints never; callers print their own summary.
             tfds.display_progress_bar(progress)
             config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-            with contextlib.redirect_stdout(io.StringIO()):
-                builder.download_and_prepare(download_config=config)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    builder.download_and_prepare(download_config=config)
+            except requests.exceptions.ConnectionError as e:  # offline, proxy, DNS (after retries)
+                reason = str(e).splitlines()[0][:200]
+                raise DatasetError(
+                    f"Downloading {name!r} failed: {reason}; check the network, then run the "
+                    f"same command again (finished downloads are kept in {root}/downloads)."
+                ) from None
             builder = tfds.builder(name, data_dir=data_dir)
     return builder
 
@@ -186,7 +194,7 @@ def _check_manual_files(builder: tfds.core.DatasetBuilder, manual_dir: str | Non
     if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         return
     where = _manual_dir(os.fspath(builder.data_dir_root), manual_dir)
-    files = MANUAL_FILES.get(builder.name)
+    files = _MANUAL_FILES.get(builder.name)
     if files:
         missing = [f for f in files if not os.path.isfile(os.path.join(where, f))]
         if missing:
@@ -218,6 +226,7 @@ def prepare_dataset(
 
     Raises:
       DatasetNotFoundError: the name is unknown, or a manual download's files are missing.
+      DatasetError: the download failed (no network), or the folder is malformed.
     """
     if not name.startswith(folder.PREFIX):
         import_tensorflow()  # hide accelerators before tfds imports TF on its own
