@@ -12,6 +12,7 @@ from PIL import Image
 
 from vit_jax import dataset_info, prepare
 from vit_jax.dataset_info import DatasetNotFoundError
+from vit_jax.errors import DatasetError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,3 +79,9 @@ def test_folder_is_checked_and_summarised(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith(f"folder:{tmp_path} is ready: 2 classes; train 4, validation 2 "
                               "examples (")
+
+
+def test_unknown_split_of_a_tfds_dataset_is_one_line(digits_dir):
+    with pytest.raises(DatasetError, match=r"^Dataset 'digits' has no split 'valid' \(from "
+                                           r"'valid\[:10%\]'\); its splits are train, "):
+        dataset_info.split_num_examples("digits", digits_dir, "valid[:10%]")

@@ -180,10 +180,11 @@ def _download_and_prepare(
                 with contextlib.redirect_stdout(io.StringIO()):
                     builder.download_and_prepare(download_config=config)
             except requests.exceptions.ConnectionError as e:  # offline, proxy, DNS (after retries)
-                reason = str(e).splitlines()[0][:200]
+                url = getattr(e.request, "url", None) or "its download URL"
                 raise DatasetError(
-                    f"Downloading {name!r} failed: {reason}; check the network, then run the "
-                    f"same command again (finished downloads are kept in {root}/downloads)."
+                    f"Downloading {name!r} failed: cannot reach {url} ({type(e).__name__}); "
+                    "check the network or proxy, then run the same command again (finished "
+                    f"downloads are kept in {root}/downloads)."
                 ) from None
             builder = tfds.builder(name, data_dir=data_dir)
     return builder
