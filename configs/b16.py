@@ -8,7 +8,7 @@ Recipe: Dosovitskiy et al. 2020, Sec. 4.1 and Table 3/4 (ImageNet, from scratch)
 on kernels), 10k steps of linear warm-up then cosine decay, dropout 0.1, global-norm
 clipping at 1, 300 epochs, 224² Inception crops + flips. If the devices cannot hold
 4096 images, raise `--config.grad_accum_steps` (same update, smaller micro-batches).
-ImageNet needs a manual download; see README ("Data") for `tfds build imagenet2012`.
+ImageNet needs a manual download; see README ("Data") for `python -m vit_jax.prepare imagenet2012`.
 The paper reports 77.9% top-1 for this model trained on ImageNet-1k alone (Table 5).
 """
 

@@ -30,8 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
     config.model.head_bias_init = 0.0
 
-    # --- Data (tensorflow-datasets).
-    config.dataset = "digits"  # a tfds name: "digits" (bundled), "cifar10", "imagenet2012", ...
+    # --- Data (tensorflow-datasets, or a folder of images).
+    # A tfds name ("digits" (bundled), "cifar10", "imagenet2012", ...; prepare it once with
+    # `python -m vit_jax.prepare NAME`), or "folder:PATH" for PATH/train/CLASS/*.jpg
+    # (vit_jax/datasets/folder.py; splits "train", "validation", "test").
+    config.dataset = "digits"
     config.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: tfds default
     config.train_split = "train"
     config.eval_split = "validation"  # model selection only; the test split is reported apart

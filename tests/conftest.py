@@ -12,10 +12,10 @@ import pytest
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
     """A tfds data_dir with the digits dataset prepared once for the whole session."""
-    from vit_jax import input_pipeline
+    from vit_jax import dataset_info
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
-    input_pipeline.get_dataset_info("digits", data_dir)
+    dataset_info.get_dataset_info("digits", data_dir)
     return data_dir
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from vit_jax import input_pipeline
+from vit_jax import dataset_info, input_pipeline
 from vit_jax.datasets import digits
+from vit_jax.errors import DatasetError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def _default_config() -> ml_collections.ConfigDict:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("tfds"))
-    input_pipeline.get_dataset_info("digits", path)  # builds digits once for this module
+    dataset_info.get_dataset_info("digits", path)  # builds digits once for this module
     return path
 
 
@@ -77,7 +78,7 @@ def test_digits_splits_fixed_stratified_disjoint(data_dir):
     for name, fraction in [("test", 0.2), ("validation", 0.08)]:
         counts = np.bincount(labels[indices[name]], minlength=10)
         assert np.all(np.abs(counts - fraction * class_counts) <= 1.5), (name, counts)
-    info = input_pipeline.get_dataset_info("digits", data_dir)
+    info = dataset_info.get_dataset_info("digits", data_dir)
     assert info.num_examples == sizes
     assert (info.num_classes, info.image_channels) == (10, 1)
     assert info.class_names == [str(i) for i in range(10)]
@@ -200,52 +201,63 @@ def test_preprocess_for_eval_channels_and_range():
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     missing = str(tmp_path / "nowhere")
-    with pytest.raises(input_pipeline.DatasetNotFoundError) as err:
-        input_pipeline.get_dataset_info("imagenet2012", missing)
+    with pytest.raises(dataset_info.DatasetNotFoundError) as err:
+        dataset_info.get_dataset_info("imagenet2012", missing)
     message = str(err.value)
     for part in [
         "'imagenet2012'",
         missing,
-        f"tfds build imagenet2012 --data_dir {missing}",
+        f"`python -m vit_jax.prepare imagenet2012 --data_dir {missing}`",
         "ILSVRC2012_img_train.tar",
         "ILSVRC2012_img_val.tar",
         str(pathlib.Path(missing) / "downloads" / "manual"),
     ]:
         assert part in message
+    assert len(message.splitlines()) == 1, message  # the CLIs print it as one "error:" line
+    assert isinstance(err.value, DatasetError)
     config = _config(missing, dataset="cifar10")
-    with pytest.raises(input_pipeline.DatasetNotFoundError, match="tfds build cifar10"):
+    with pytest.raises(dataset_info.DatasetNotFoundError,
+                       match=r"`python -m vit_jax\.prepare cifar10 --data_dir "):
         input_pipeline.create_train_iter(config, global_batch_size=8)
-    with pytest.raises(input_pipeline.DatasetNotFoundError, match="no_such_dataset"):
-        input_pipeline.get_dataset_info("no_such_dataset", missing)
+    with pytest.raises(dataset_info.DatasetNotFoundError, match="no_such_dataset"):
+        dataset_info.get_dataset_info("no_such_dataset", missing)
     assert not (tmp_path / "nowhere" / "downloads" / "cifar10").exists()  # nothing fetched
 
 
 @pytest.mark.parametrize(
     "name, close, command",
     [
-        ("cifar_10", "did you mean 'cifar10', 'cifar100'", "tfds build cifar10 --data_dir {dir}"),
+        (
+            "cifar_10",
+            "did you mean 'cifar10', 'cifar100'",
+            "`python -m vit_jax.prepare cifar10 --data_dir {dir}`",
+        ),
         (
             "imagenet2012_typo/subset:1.0.0",
             "did you mean 'imagenet2012', ",
-            "tfds build imagenet2012 --data_dir {dir}",
+            "`python -m vit_jax.prepare imagenet2012 --data_dir {dir}`",
         ),
         (
             "digit",
             "did you mean 'digits'?",
             "'digits' is bundled: vit-jax prepares it on first use.",
         ),
-        ("zzqqxx_no_such_thing", "no known name is close.", "tfds build NAME --data_dir {dir}"),
+        (
+            "zzqqxx_no_such_thing",
+            "no known name is close.",
+            "`python -m vit_jax.prepare NAME --data_dir {dir}`",
+        ),
     ],
 )
 def test_unknown_dataset_is_a_short_error_with_close_names(tmp_path, name, close, command):
     missing = str(tmp_path / "nowhere")
-    with pytest.raises(input_pipeline.DatasetNotFoundError) as err:
-        input_pipeline.get_dataset_info(name, missing)
+    with pytest.raises(dataset_info.DatasetNotFoundError) as err:
+        dataset_info.get_dataset_info(name, missing)
     message = str(err.value)
     assert message.startswith(f"Unknown tfds dataset {name!r} (data_dir searched: {missing!r}); ")
     assert close in message and command.format(dir=missing) in message, message
-    # A few lines, not tfds' catalogue of ~450 names (nor a cause that holds it).
-    assert len(message.splitlines()) <= 3 and len(message.replace(missing, "")) < 350, message
+    # One line, not tfds' catalogue of ~450 names (nor a cause that holds it).
+    assert len(message.splitlines()) == 1 and len(message.replace(missing, "")) < 350, message
     assert "abstract_reasoning" not in message and err.value.__cause__ is None
 
 
@@ -266,7 +278,7 @@ def test_mocked_tfds_datasets(tmp_path, dataset, num_classes):
     )
     config.eval_resize_ratio = 0.875
     with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
-        info = input_pipeline.get_dataset_info(dataset, str(tmp_path))
+        info = dataset_info.get_dataset_info(dataset, str(tmp_path))
         assert info.num_classes == num_classes and info.image_channels == 3
         train = _take(input_pipeline.create_train_iter(config, global_batch_size=4), 3)
         evals = list(input_pipeline.create_eval_iter(config, "test", global_batch_size=4))

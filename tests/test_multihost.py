@@ -27,8 +27,8 @@ from _train_subprocess import (
     subprocess_env,
     train_flags,
 )
-from conftest import assert_bit_identical
 
+from conftest import assert_bit_identical
 from vit_jax import evaluate
 
 # 16 steps of the digits config at 8x8, global batch 16; checkpoints at 8 and 16.

@@ -27,9 +27,19 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env, train_flags
-from conftest import apply_overrides, assert_bit_identical
 
-from vit_jax import checkpoint, errors, evaluate, input_pipeline, models, optim, parallel, train
+from conftest import apply_overrides, assert_bit_identical
+from vit_jax import (
+    checkpoint,
+    dataset_info,
+    errors,
+    evaluate,
+    input_pipeline,
+    models,
+    optim,
+    parallel,
+    train,
+)
 from vit_jax.state import CheckpointStore, CheckpointUnreadableError, TrainState
 
 # 40 steps of the digits config at 8x8; a checkpoint every 5 steps; no evaluation.
@@ -332,11 +342,12 @@ BAD_INPUTS = [
      r"evil\.npz contains pickled Python objects; refusing to load it"),
     ("missing_init_checkpoint", {"init_checkpoint": "/nonexistent/ViT-B_16.npz"},
      errors.CheckpointError, r"Checkpoint file not found: /nonexistent/ViT-B_16\.npz"),
-    ("unknown_dataset", {"dataset": "no_such_dataset"}, input_pipeline.DatasetNotFoundError,
+    ("unknown_dataset", {"dataset": "no_such_dataset"}, dataset_info.DatasetNotFoundError,
      r"^Unknown tfds dataset 'no_such_dataset'"),
     ("dataset_not_in_data_dir", {"dataset": "mnist", "data_dir": "{marker}_data"},
-     input_pipeline.DatasetNotFoundError,
-     r"Dataset 'mnist' is not prepared in data_dir .*never downloads.*\n  tfds build mnist"),
+     dataset_info.DatasetNotFoundError,
+     r"Dataset 'mnist' is not prepared in data_dir .*never downloads.*`python -m vit_jax\.prepare "
+     r"mnist --data_dir "),
     ("images_with_two_channels", {"dataset": "two_channel_images", "data_dir": "{two_channel_dir}"},
      errors.ConfigError, r"'two_channel_images' has 2-channel images; the input pipeline takes 1 "),
     ("batch_size_not_divisible_by_devices", {"batch_size": 12}, errors.ConfigError,

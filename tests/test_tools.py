@@ -10,9 +10,9 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_digits_config
 from PIL import Image
 
+from conftest import tiny_digits_config
 from vit_jax import checkpoint, evaluate, models, plot, predict, train, visualize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import tiny_digits_config
 
+from conftest import tiny_digits_config
 from vit_jax import checkpoint, errors, evaluate, train
 
 

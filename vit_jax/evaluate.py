@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from vit_jax import checkpoint, cli, input_pipeline, models, parallel, state
+from vit_jax import checkpoint, cli, dataset_info, input_pipeline, models, parallel, state
 from vit_jax.errors import CheckpointError, ConfigError, DatasetError, run_cli
 from vit_jax.steps import make_eval_step
 
@@ -42,7 +42,7 @@ def _class_names(dataset: str | None, data_dir: str | None, num_classes: int) ->
     if not dataset:
         return None
     try:
-        names = input_pipeline.get_dataset_info(dataset, data_dir).class_names
+        names = dataset_info.get_dataset_info(dataset, data_dir).class_names
     except DatasetError:  # metadata is a nicety: a missing dataset must not block inference
         return None
     return names if names and len(names) == num_classes else None

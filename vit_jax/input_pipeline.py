@@ -3,7 +3,8 @@
 The one home of the preprocessing: pixel scaling, augmentations, the eval resize.
 Images reach the model as float32 (B, S, S, 3) in [-1, 1] (x / 127.5 - 1, as the
 released ViT checkpoints were trained); grayscale is repeated to 3 channels, alpha dropped.
-Finding and opening the tfds dataset (and its errors) is `vit_jax.dataset_info`.
+Finding and opening the data source (a tfds name or an image folder) and its errors, and
+`get_dataset_info`, are `vit_jax.dataset_info`.
 
 Determinism (a run killed and resumed must train on bit-identical batches, and a
 P-process run must see the same global batches as a 1-process run):
@@ -33,24 +34,11 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vit_jax.dataset_info import (
-    DatasetInfo,
-    DatasetNotFoundError,
-    _builder,
-    _keys,
-    _open_split,
-    _tf,
-    get_dataset_info,
-    split_num_examples,
-)
+# `tf = _tf()` opens every TF function below: TF is imported on first use, hidden from
+# accelerators (dataset_info owns that set-up, shared with the data sources).
+from vit_jax.dataset_info import import_tensorflow as _tf
+from vit_jax.dataset_info import open_split, split_num_examples
 from vit_jax.errors import ConfigError
-
-__all__ = [  # the public API, with the names re-exported from dataset_info
-    "AUGMENTS", "DEFAULT_EVAL_RESIZE_RATIO", "INCEPTION_ASPECT_RANGE", "PIXEL_OFFSET",
-    "PIXEL_SCALE", "RESIZE_METHOD", "DatasetInfo", "DatasetNotFoundError", "create_eval_iter",
-    "create_train_iter", "get_dataset_info", "num_eval_batches", "preprocess_for_eval",
-    "split_num_examples",
-]
 
 # Pixel values: uint8 v ↦ v / 127.5 - 1 ∈ [-1, 1].
 PIXEL_SCALE = 127.5
@@ -191,10 +179,8 @@ def create_train_iter(
     """
     tf = _tf()
     local = _local_batch_size(global_batch_size, process_index, process_count)
-    builder = _builder(config.dataset, config.data_dir)
-    image_key, label_key = _keys(builder)
-    feature = builder.info.features[image_key]
-    records, n = _open_split(builder, config.train_split)
+    split = open_split(config.dataset, config.data_dir, config.train_split)
+    records, n, feature = split.records, split.num_examples, split.image_feature
     if config.augment not in AUGMENTS:
         raise ConfigError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
     first = start_step * global_batch_size
@@ -214,8 +200,8 @@ def create_train_iter(
 
     def decode(position: Any, ex: dict[str, Any]) -> dict[str, Any]:
         seed = tf.stack([tf.constant(config.seed, tf.int64), position])
-        image = _decode_train_image(ex[image_key], seed, config, feature)
-        return {"image": image, "label": tf.cast(ex[label_key], tf.int32)}
+        image = _decode_train_image(ex["image"], seed, config, feature)
+        return {"image": image, "label": tf.cast(ex["label"], tf.int32)}
 
     ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch).skip(skip)
     ds = ds.filter(mine).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -250,18 +236,16 @@ def create_eval_iter(
     """
     tf = _tf()
     local = _local_batch_size(global_batch_size, process_index, process_count)
-    builder = _builder(config.dataset, config.data_dir)
-    image_key, label_key = _keys(builder)
-    feature = builder.info.features[image_key]
-    records, n = _open_split(builder, split)
+    opened = open_split(config.dataset, config.data_dir, split)
+    records, n, feature = opened.records, opened.num_examples, opened.image_feature
     size, ratio = config.image_size, config.eval_resize_ratio
     num_batches = math.ceil(n / global_batch_size)
     full, rest = divmod(n, global_batch_size)
     num_real = full * local + min(max(rest - process_index * local, 0), local)
 
     def decode(ex: dict[str, Any]) -> dict[str, Any]:
-        image = _eval_image(feature.decode_example(ex[image_key]), size, ratio)
-        label = tf.cast(ex[label_key], tf.int32)
+        image = _eval_image(feature.decode_example(ex["image"]), size, ratio)
+        label = tf.cast(ex["label"], tf.int32)
         return {"image": image, "label": label, "mask": tf.constant(1.0, tf.float32)}
 
     ds = records.enumerate()

@@ -22,7 +22,16 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from vit_jax import checkpoint, cli, input_pipeline, models, parallel, pretrained, reporting
+from vit_jax import (
+    checkpoint,
+    cli,
+    dataset_info,
+    input_pipeline,
+    models,
+    parallel,
+    pretrained,
+    reporting,
+)
 from vit_jax.errors import ConfigError, TrainingError, run_cli
 from vit_jax.evaluate import evaluate_split
 from vit_jax.host_memory import retain_freed_memory
@@ -67,12 +76,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     layout = parallel.create_layout(config)
     layout.check_batch_size(config.batch_size, config.grad_accum_steps, what="batch_size")
     layout.check_batch_size(config.eval_batch_size, 1, what="eval_batch_size")
-    info = input_pipeline.get_dataset_info(config.dataset, config.data_dir)
+    info = dataset_info.get_dataset_info(config.dataset, config.data_dir)
     if info.image_channels not in (1, 3, 4):
         raise ConfigError(
             f"Dataset {config.dataset!r} has {info.image_channels}-channel images; the input "
             "pipeline takes 1 (grayscale), 3 (RGB) or 4 (RGBA, alpha dropped) channels.")
-    total_steps = total_train_steps(config, input_pipeline.split_num_examples(
+    total_steps = total_train_steps(config, dataset_info.split_num_examples(
         config.dataset, config.data_dir, config.train_split))
     init_path = use_init_checkpoint_options(config)
     model = models.model_from_config(config.model, info.num_classes)

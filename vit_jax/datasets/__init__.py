@@ -1,9 +1,8 @@
-"""tfds builders for the datasets this project defines itself.
+"""Datasets this project defines itself, for `vit_jax.dataset_info`.
 
-Importing the package registers them with tfds (a builder registers on class creation);
-`vit_jax.input_pipeline` imports it, so `tfds.builder("digits")` works after that.
+  digits.py  the bundled "digits" tfds builder (registered with tfds when imported)
+  folder.py  "folder:PATH": a folder of your own images, on tfds' ImageFolder
+
+Import the module you need (`from vit_jax.datasets import digits`); this file imports
+nothing, so that importing one does not load the other.
 """
-
-from vit_jax.datasets import digits
-
-__all__ = ["digits"]

@@ -1,0 +1,67 @@
+"""Prepare a dataset once, before training (training itself never downloads).
+
+  python -m vit_jax.prepare cifar10 --data_dir ~/tensorflow_datasets
+  python -m vit_jax.prepare imagenet2012 --data_dir /data/tfds --manual_dir /data/imagenet
+  python -m vit_jax.prepare folder:/data/flowers      # only checks the folder, prints splits
+
+A thin command over `vit_jax.dataset_info.prepare_dataset`, which calls tfds'
+`download_and_prepare` from Python: tfds' own `tfds build` needs apache_beam, which this
+project does not install. ImageNet cannot be downloaded automatically: put
+ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from image-net.org) in --manual_dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import tensorflow_datasets as tfds
+
+from vit_jax.cli import run_cli
+from vit_jax.dataset_info import DatasetInfo, prepare_dataset
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command's flags (argv without the program name; None: sys.argv[1:])."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vit_jax.prepare",
+        description="Download and prepare a tensorflow-datasets dataset for training, or "
+                    "check an image folder (folder:PATH).")
+    parser.add_argument("name", help="a tfds name (cifar10, imagenet2012, ...) or folder:PATH")
+    parser.add_argument("--data_dir", default=None,
+                        help="tfds data_dir to prepare into (default: tfds' own, "
+                             "~/tensorflow_datasets); use the same as --config.data_dir")
+    parser.add_argument("--manual_dir", default=None,
+                        help="folder with manually downloaded files (ImageNet's .tar files); "
+                             "default: DATA_DIR/downloads/manual")
+    return parser.parse_args(argv)
+
+
+def summary(name: str, info: DatasetInfo, seconds: float) -> str:
+    """One line: the prepared splits and their sizes."""
+    splits = ", ".join(f"{split} {n}" for split, n in info.num_examples.items())
+    return (f"{name} is ready: {info.num_classes} classes; {splits} examples "
+            f"({seconds:.0f} s)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Prepares the dataset named on the command line; prints a line before and after."""
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: no C++ info lines
+
+    def run() -> None:
+        where = args.data_dir or tfds.core.constants.DATA_DIR  # tfds' default
+        print(f"preparing {args.name} in {where} (a large dataset takes hours)...", flush=True)
+        start = time.time()
+        info = prepare_dataset(args.name, args.data_dir, manual_dir=args.manual_dir,
+                               progress=sys.stderr.isatty())
+        print(summary(args.name, info, time.time() - start), flush=True)
+
+    run_cli(run)  # a UserError becomes one "error:" line, exit code 2
+
+
+if __name__ == "__main__":
+    main()
