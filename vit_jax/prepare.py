@@ -13,15 +13,15 @@ ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from image-net.org) in --ma
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
-from vit_jax.cli import run_cli
+from vit_jax.cli import quiet_logs
 from vit_jax.dataset_info import DatasetInfo, prepare_dataset
+from vit_jax.errors import run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def summary(name: str, info: DatasetInfo, seconds: float) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Prepares the dataset named on the command line; prints a line before and after."""
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: no C++ info lines
+    quiet_logs()
 
     def run() -> None:
         where = args.data_dir or tfds.core.constants.DATA_DIR  # tfds' default
