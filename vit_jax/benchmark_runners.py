@@ -154,13 +154,13 @@ class TorchRunner(Runner):
         import torch
         import torch.nn.functional as F
 
-        import vit_torch
+        from vit_torch.model import create_model
 
         self._torch = torch
         self.cuda = torch.cuda.is_available()
         dev = "cuda" if self.cuda else "cpu"
         torch.manual_seed(0)
-        self.model = vit_torch.create_model(
+        self.model = create_model(
             opts.variant, num_classes=opts.num_classes, img_size=opts.image_size).to(dev)
         # Weight decay on matrices only, like the JAX mask on `.../kernel`.
         decay = [p for n, p in self.model.named_parameters() if n.endswith("weight")
