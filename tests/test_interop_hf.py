@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -20,10 +19,11 @@ transformers = pytest.importorskip("transformers")
 from transformers import ViTConfig, ViTForImageClassification, ViTModel  # noqa: E402
 
 from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
-from parity.weights import randomise  # noqa: E402
 from vit_jax import checkpoint, models  # noqa: E402
 from vit_jax.errors import CheckpointError, ConfigError  # noqa: E402
 from vit_torch import files  # noqa: E402
+from vit_torch.convert import save_npz  # noqa: E402
+from vit_torch.model import create_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = 32
@@ -67,15 +67,21 @@ def _flax(size: str, *, tanh: bool, num_classes: int = 5, rep: int | None = None
 
 
 def _flax_params(model: models.VisionTransformer) -> dict:
-    params = model.init(jax.random.key(0), jnp.zeros((1, IMG, IMG, 3)))["params"]
-    flat = randomise(checkpoint.params_to_npz_dict(params), seed=0)
-    return checkpoint.npz_dict_to_params(flat)
+    """Random values in the model's parameter tree (its shapes from `jax.eval_shape`: no
+    initialiser is compiled, seconds less on a busy CPU)."""
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32),
+                        models.param_shapes(model, IMG))
 
 
 def _flax_from_npz(model: models.VisionTransformer, path: Path, images: np.ndarray) -> np.ndarray:
     params = checkpoint.load_npz(path)
     checkpoint.check_params(params, models.param_shapes(model, IMG))
-    return np.asarray(model.apply({"params": params}, images))
+    return _apply(model, params, images)
+
+
+def _apply(model: models.VisionTransformer, params: dict, images: np.ndarray) -> np.ndarray:
+    return np.asarray(jax.jit(model.apply)({"params": params}, images))
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> None:
@@ -116,7 +122,7 @@ def test_vit_jax_to_hf_classifier(tmp_path, size, tanh):
     assert c.num_hidden_layers == 2 and c.num_labels == 5 and c.id2label[3] == "class 3"
     assert c.label2id["class 3"] == 3
     images = _images(1)
-    want = np.asarray(model.apply({"params": params}, images))
+    want = _apply(model, params, images)
     with torch.no_grad():
         got = hf.eval()(_nchw(images)).logits.numpy()
     _close(got, want)
@@ -155,8 +161,10 @@ def test_vit_model_pooler_is_pre_logits_both_ways(tmp_path):
 
 
 def _npz(tmp_path: Path, **kw) -> Path:
-    model = models.create_model("testing", num_classes=kw.pop("num_classes", 5), **kw)
-    checkpoint.save_npz(tmp_path / "m.npz", _flax_params(model))
+    """A random npz checkpoint, quickly: vit_torch's model (the Flax one's twin) saves it."""
+    torch.manual_seed(0)
+    model = create_model("testing", num_classes=kw.pop("num_classes", 5), img_size=IMG, **kw)
+    save_npz(_randomised(model), tmp_path / "m.npz")
     return tmp_path / "m.npz"
 
 
@@ -201,7 +209,8 @@ def test_hf_eps_labels_and_options(tmp_path):
         files.convert_file(tmp_path / "hf", tmp_path / "m.npz", gelu_approximate=False)
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(ConfigError, match="5 classes but 2 labels"):
-        files.convert_file(tmp_path / "m.npz", tmp_path / "hf2", labels_path=str(tmp_path / "two.txt"))
+        files.convert_file(tmp_path / "m.npz", tmp_path / "hf2",
+                           labels_path=str(tmp_path / "two.txt"))
     with pytest.raises(CheckpointError, match="not a S/16"):
         files.convert_file(tmp_path / "hf", tmp_path / "m.npz", variant="S/16")
 
@@ -212,9 +221,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env=dict(os.environ, PYTHONPATH=path))
 
 
+@pytest.mark.slow  # three subprocesses that import torch: ~8 s alone, ~25 s on a busy box
 def test_cli_both_directions(tmp_path):
     """The real command line: npz → HF directory → npz is bit-exact; files are 0644-ish."""
-    path = _npz(tmp_path, hidden_size=48, num_heads=3, mlp_dim=96, patch_size=8)
+    path = _npz(tmp_path, **SIZES["d48-k3-p8"])
     r = _run(str(path), str(tmp_path / "hf"), "--gelu", "exact")
     assert r.returncode == 0, r.stderr
     r = _run(str(tmp_path / "hf"), str(tmp_path / "back.npz"))
