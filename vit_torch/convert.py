@@ -554,5 +554,6 @@ def save_npz(model: VisionTransformer, path: str | os.PathLike) -> None:
 if __name__ == "__main__":
     # The CLI moved to `python -m vit_torch` (vit_torch/__main__.py); importing it from here
     # would make the two modules import each other.
-    sys.exit("error: the converter's command line is now `python -m vit_torch IN OUT` "
-             "(see `python -m vit_torch --help`).")
+    print("error: the converter's command line is now `python -m vit_torch IN OUT` "
+          "(see `python -m vit_torch --help`).", file=sys.stderr)
+    sys.exit(2)

@@ -161,7 +161,8 @@ def check_config(config: Mapping[str, Any], dims: Dims) -> None:
     if dims.rep is not None:
         fields["pooler_output_size"] = dims.rep
     for field, want in fields.items():
-        got = image_size if field == "image_size" else config.get(field, want)
+        # A field left out means transformers' default (not the weights' value).
+        got = image_size if field == "image_size" else config.get(field, _DEFAULTS.get(field, want))
         if isinstance(got, list | tuple) and len(set(got)) == 1:
             got = got[0]  # [224, 224]
         if got != want:
