@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
+import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -96,40 +96,35 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Writes a file through `write(f)` atomically: a temp file, then a rename.
-
-    A crash mid-write never leaves a partial file under `path`. The file gets the usual
-    permissions (0666 minus the umask, as `open()` gives), not mkstemp's private 0600.
-
-    Args:
-      path: destination; its directory is created if missing.
-      write: fills the open binary file.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
-    """Writes {key: array} as an uncompressed `.npz`, atomically (`atomic_write`).
+    """Writes {key: array} as an uncompressed `.npz`, atomically (temp file + rename).
 
     Args:
       path: destination; a crash mid-write never leaves a partial file under this name.
       flat: "/"-joined parameter names to arrays (anything `np.asarray` accepts).
     """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     arrays = {key: np.asarray(flat[key]) for key in sorted(flat)}  # stable file order
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        # mkstemp makes the file 0600; give it the mode any new file gets (0666 - umask).
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 # --------------------------------------------------------------------- tree <-> flat
