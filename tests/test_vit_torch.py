@@ -299,6 +299,7 @@ def test_bad_requests_raise_user_errors(tmp_path):
         ([tmp_path / "a.npz", tmp_path / "o.pt"], {"variant": "X/1"}, config,
          "Unknown variant 'X/1'"),
         ([tmp_path / "a.npz", tmp_path / "o.pt"], {"labels_path": "l.txt"}, config, "--labels"),
+        ([tmp_path / "a.npz", tmp_path / "o.pt"], {"gelu_approximate": False}, config, "--gelu"),
         ([tmp_path / "hf", tmp_path / "o.npz"], {}, ckpt, "no config.json"),
     ]
     for args, kw, kind, message in cases:

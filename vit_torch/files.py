@@ -224,8 +224,12 @@ def convert_file(
     src_kind, dst_kind = path_kind(src), path_kind(dst)
     if src_kind == dst_kind and src_kind != TORCH:
         raise ConfigError(f"{src} and {dst} are both a {src_kind}; nothing to convert.")
-    if labels_path is not None and HF not in (src_kind, dst_kind):
-        raise ConfigError("--labels goes with a Hugging Face checkpoint on one side.")
+    if HF not in (src_kind, dst_kind) and (labels_path is not None
+                                           or gelu_approximate is not None):
+        raise ConfigError("--labels and --gelu go with a Hugging Face checkpoint on one side "
+                          "(the other formats do not store them).")
+    if no_embed_class and src_kind != TORCH:
+        raise ConfigError("--no-embed-class is about a timm state dict; the source is not one.")
     notes: list[str] = []
     labels = None
     if src_kind == NPZ:
@@ -262,7 +266,10 @@ def convert_file(
         if "head/kernel" not in flat and "pre_logits/kernel" not in flat:
             notes.append("no head and no pre-logits layer: load it with "
                          "ViTModel.from_pretrained(DIR, add_pooling_layer=False).")
-    if src_kind == HF and labels_path is not None and labels is not None:
-        text = "".join(f"{name}\n" for name in labels)
-        atomic_write(labels_path, lambda f: f.write(text.encode()))
+    if src_kind == HF and labels_path is not None:
+        if labels is None:
+            notes.append(f"{src} has no class names (only LABEL_i); {labels_path} not written.")
+        else:
+            text = "".join(f"{name}\n" for name in labels)
+            atomic_write(labels_path, lambda f: f.write(text.encode()))
     return notes
