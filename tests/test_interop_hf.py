@@ -21,8 +21,7 @@ from transformers import ViTConfig, ViTForImageClassification, ViTModel  # noqa:
 from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
 from vit_jax import checkpoint, models  # noqa: E402
 from vit_jax.errors import CheckpointError, ConfigError  # noqa: E402
-from vit_torch import files  # noqa: E402
-from vit_torch.convert import save_npz  # noqa: E402
+from vit_torch import convert, files  # noqa: E402
 from vit_torch.model import create_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +163,7 @@ def _npz(tmp_path: Path, **kw) -> Path:
     """A random npz checkpoint, quickly: vit_torch's model (the Flax one's twin) saves it."""
     torch.manual_seed(0)
     model = create_model("testing", num_classes=kw.pop("num_classes", 5), img_size=IMG, **kw)
-    save_npz(_randomised(model), tmp_path / "m.npz")
+    convert.save_npz(_randomised(model), tmp_path / "m.npz")
     return tmp_path / "m.npz"
 
 
@@ -241,3 +240,20 @@ def test_cli_both_directions(tmp_path):
     r = _run(str(tmp_path / "hf"), str(tmp_path / "x.npz"), "--variant", "Ti/16")
     assert r.returncode == 2 and r.stderr.startswith("error: The checkpoint is not a Ti/16")
     assert len(r.stderr.strip().splitlines()) == 1 and "heads 3" in r.stderr
+
+
+def test_headless_model_is_a_vit_model_without_pooler(tmp_path):
+    path = _npz(tmp_path, num_classes=0)
+    notes = files.convert_file(path, tmp_path / "hf")
+    assert any("add_pooling_layer=False" in n for n in notes)
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == [
+        "ViTModel"]
+    model, info = ViTModel.from_pretrained(tmp_path / "hf", add_pooling_layer=False,
+                                           output_loading_info=True)
+    assert not any(info.values()), info
+    tmodel = convert.load_npz(create_model("testing", num_classes=0, img_size=IMG), path)
+    images = _nchw(_images())
+    with torch.no_grad():
+        want = tmodel(images, return_features=True)[1]["encoded"].numpy()
+        got = model.eval()(images).last_hidden_state.numpy()
+    assert_rel_close({"encoded": got}, {"encoded": want}, LOGITS_REL)
