@@ -241,7 +241,7 @@ def measure_resize(case: Case, seed: int = 0, size: int = RESIZE_TO) -> ResizeRe
     """Weights made at `case.image_size`, saved once, resized to `size` by each framework.
 
     Flax: `checkpoint.load_npz` + `adapt_pretrained` (→ `resize_posemb`); torch: a model
-    built for `size` and `vit_torch.load_npz(..., resize=True)`.
+    built for `size` and `vit_torch.convert.load_npz(..., resize=True)`.
     """
     params, images = init_flax(case, seed), random_images(case, seed, size)
     with tempfile.TemporaryDirectory() as tmp:

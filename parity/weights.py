@@ -137,7 +137,7 @@ def init_torch(case: Case, seed: int) -> torch_vit.VisionTransformer:
 def flax_to_torch(
     case: Case, params: Params, image_size: int | None = None
 ) -> torch_vit.VisionTransformer:
-    """Flax params → `checkpoint.save_npz` → `.npz` file → `vit_torch.load_npz`.
+    """Flax params → `checkpoint.save_npz` → `.npz` file → `vit_torch.convert.load_npz`.
 
     Args:
       case: the configuration.
@@ -156,7 +156,7 @@ def flax_to_torch(
 
 
 def torch_to_flax(case: Case, model: torch_vit.VisionTransformer) -> Params:
-    """torch model → `vit_torch.save_npz` → `.npz` file → `checkpoint.load_npz` (checked)."""
+    """torch model → `vit_torch.convert.save_npz` → `.npz` → `checkpoint.load_npz` (checked)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "torch.npz")
         convert.save_npz(model, path)

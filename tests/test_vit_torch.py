@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-import vit_torch
 from vit_jax import checkpoint, errors
-from vit_torch import convert
+from vit_torch import convert, files
+from vit_torch.model import VisionTransformer, create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = 32  # testing variant: patch 4 → an 8x8 grid
 
 
-def _tiny(seed: int = 0, **kw) -> vit_torch.VisionTransformer:
+def _tiny(seed: int = 0, **kw) -> VisionTransformer:
     """The testing variant with every parameter randomised (zero head/cls prove nothing)."""
     torch.manual_seed(seed)
-    model = vit_torch.create_model("testing", num_classes=5, img_size=IMG, **kw).eval()
+    model = create_model("testing", num_classes=5, img_size=IMG, **kw).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -70,7 +70,7 @@ def _timm_keys(layers: int, d: int, mlp: int, p: int, tokens: int, cls: bool, re
 @pytest.mark.parametrize("classifier", ["token", "gap"])
 @pytest.mark.parametrize("rep", [None, 16])
 def test_state_dict_follows_timm_names(classifier, rep):
-    model = vit_torch.create_model("testing", num_classes=5, img_size=IMG, classifier=classifier,
+    model = create_model("testing", num_classes=5, img_size=IMG, classifier=classifier,
                                    representation_size=rep)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     cls = classifier == "token"
@@ -80,7 +80,7 @@ def test_state_dict_follows_timm_names(classifier, rep):
 @pytest.mark.parametrize("variant,count", [("B/16", 86_567_656), ("Ti/16", 5_717_416)])
 def test_parameter_count_equals_released_model(variant, count):
     with torch.device("meta"):  # shapes only, no memory or init time
-        model = vit_torch.create_model(variant, num_classes=1000)
+        model = create_model(variant, num_classes=1000)
     assert sum(p.numel() for p in model.parameters()) == count
 
 
@@ -91,7 +91,7 @@ def test_npz_round_trips_are_bit_exact_both_ways(kw):
     kw = dict(kw)
     num_classes = kw.pop("num_classes", 5)
     torch.manual_seed(0)
-    model = vit_torch.create_model("testing", num_classes=num_classes, img_size=IMG, **kw)
+    model = create_model("testing", num_classes=num_classes, img_size=IMG, **kw)
     sd = {k: v + 0.1 * torch.randn_like(v) for k, v in model.state_dict().items()}
     flat = convert.state_dict_to_npz(sd, num_heads=4)
     back = convert.npz_to_state_dict(flat)
@@ -145,26 +145,26 @@ def test_bad_keys_are_named():
 
 def test_save_and_load_npz(tmp_path):
     model = _tiny()
-    vit_torch.save_npz(model, tmp_path / "m.npz")
-    other = vit_torch.load_npz(vit_torch.create_model("testing", num_classes=5, img_size=IMG),
+    convert.save_npz(model, tmp_path / "m.npz")
+    other = convert.load_npz(create_model("testing", num_classes=5, img_size=IMG),
                                tmp_path / "m.npz")
     x = _images()
     with torch.no_grad():
         torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
     with pytest.raises(errors.CheckpointError, match=r"missing key pre_logits\.fc\.weight"):
-        vit_torch.load_npz(vit_torch.create_model("testing", num_classes=5, img_size=IMG,
+        convert.load_npz(create_model("testing", num_classes=5, img_size=IMG,
                                                   representation_size=8), tmp_path / "m.npz")
 
 
 def test_load_npz_resizes_posemb_only_when_asked(tmp_path):
-    vit_torch.save_npz(_tiny(), tmp_path / "m.npz")
-    big = vit_torch.create_model("testing", num_classes=5, img_size=48)  # 12x12 grid
+    convert.save_npz(_tiny(), tmp_path / "m.npz")
+    big = create_model("testing", num_classes=5, img_size=48)  # 12x12 grid
     with pytest.raises(errors.CheckpointError, match="resize=True"):
-        vit_torch.load_npz(big, tmp_path / "m.npz")
-    gap = vit_torch.create_model("testing", num_classes=5, img_size=IMG, classifier="gap")
+        convert.load_npz(big, tmp_path / "m.npz")
+    gap = create_model("testing", num_classes=5, img_size=IMG, classifier="gap")
     with pytest.raises(errors.CheckpointError, match="unexpected key cls_token"):
-        vit_torch.load_npz(gap, tmp_path / "m.npz", resize=True)  # not a resizing problem
-    vit_torch.load_npz(big, tmp_path / "m.npz", resize=True)
+        convert.load_npz(gap, tmp_path / "m.npz", resize=True)  # not a resizing problem
+    convert.load_npz(big, tmp_path / "m.npz", resize=True)
     posemb = checkpoint.read_npz(tmp_path / "m.npz")["Transformer/posembed_input/pos_embedding"]
     want = checkpoint.resize_posemb(posemb, (12, 12), 1)
     np.testing.assert_array_equal(big.pos_embed.detach().numpy(), want)
@@ -224,14 +224,14 @@ def test_dropout_and_stochastic_depth_only_in_training():
 
 
 def test_head_init_and_no_head():
-    model = vit_torch.create_model("testing", num_classes=3, img_size=IMG, head_bias_init=-10.0)
+    model = create_model("testing", num_classes=3, img_size=IMG, head_bias_init=-10.0)
     assert torch.all(model.head.weight == 0) and torch.all(model.head.bias == -10.0)
-    headless = vit_torch.create_model("testing", num_classes=0, img_size=IMG)
+    headless = create_model("testing", num_classes=0, img_size=IMG)
     assert headless(_images()).shape == (2, 32)
 
 
 def test_bad_input_errors():
-    model = vit_torch.create_model("testing", num_classes=5, img_size=IMG)
+    model = create_model("testing", num_classes=5, img_size=IMG)
     with pytest.raises(ValueError, match="3 colour channels"):
         model(torch.zeros(1, IMG, IMG, 3))  # NHWC by mistake
     with pytest.raises(ValueError, match="not divisible by the patch size 4"):
@@ -239,21 +239,21 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match=r"[Rr]esize the position embedding"):
         model(torch.zeros(1, 3, 48, 48))
     with pytest.raises(ValueError, match="Unknown ViT variant 'B/17'"):
-        vit_torch.create_model("B/17", num_classes=5)
+        create_model("B/17", num_classes=5)
     with pytest.raises(TypeError, match="scan"):
-        vit_torch.create_model("testing", num_classes=5, scan=True)  # a jax-only option
+        create_model("testing", num_classes=5, scan=True)  # a jax-only option
     with pytest.raises(ValueError, match="classifier"):
-        vit_torch.create_model("testing", num_classes=5, classifier="map")
+        create_model("testing", num_classes=5, classifier="map")
 
 
 # ------------------------------------------------------------------------ CLI and imports
 @pytest.mark.parametrize("ext", [".pt", ".safetensors"])
 def test_cli_round_trip_is_bit_exact(tmp_path, ext):
     src, mid, out = tmp_path / "a.npz", tmp_path / f"m{ext}", tmp_path / "b.npz"
-    vit_torch.save_npz(_tiny(representation_size=16), src)
-    r = _run("-m", "vit_torch.convert", str(src), str(mid))
+    convert.save_npz(_tiny(representation_size=16), src)
+    r = _run("-m", "vit_torch", str(src), str(mid))
     assert r.returncode == 0, r.stderr
-    r = _run("-m", "vit_torch.convert", str(mid), str(out), "--variant", "testing")
+    r = _run("-m", "vit_torch", str(mid), str(out), "--variant", "testing")
     assert r.returncode == 0, r.stderr
     a, b = checkpoint.read_npz(src), checkpoint.read_npz(out)
     assert set(a) == set(b)
@@ -276,38 +276,86 @@ def test_cli_refuses_pickled_objects(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"head.weight": torch.zeros(2), "x": _Evil(str(marker))}, evil)
-    r = _run("-m", "vit_torch.convert", str(evil), str(tmp_path / "o.npz"), "--variant", "testing")
+    r = _run("-m", "vit_torch", str(evil), str(tmp_path / "o.npz"), "--variant", "testing")
     assert r.returncode == 2 and "pickled" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "o.npz").exists()
-    r = _run("-m", "vit_torch.convert", "--help")
+    r = _run("-m", "vit_torch", "--help")
     assert r.returncode == 0 and "weights_only" in r.stdout
 
 
-def test_cli_bad_requests_exit_2_with_a_message(tmp_path, capsys):
-    from vit_torch.__main__ import main  # in-process: the same code path, no torch start-up
-
-    vit_torch.save_npz(_tiny(), tmp_path / "a.npz")
+def test_bad_requests_raise_user_errors(tmp_path):
+    """What the CLI turns into one `error:` line (exit 2; see test_cli_refuses_pickled_objects)."""
+    convert.save_npz(_tiny(), tmp_path / "a.npz")
     torch.save(_tiny().state_dict(), tmp_path / "m.pt")
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 truncated")
+    config, ckpt = errors.ConfigError, errors.CheckpointError
     cases = [
-        ([tmp_path / "m.pt", tmp_path / "o.npz"], "--variant"),  # head count unknown
-        ([tmp_path / "a.npz", tmp_path / "o.pt", "--variant", "B/16"], "not a B/16"),
-        ([tmp_path / "a.npz", tmp_path / "o.npz"], "one side must be .npz"),
-        ([tmp_path / "junk.npz", tmp_path / "o.pt"], "Not a valid .npz (zip) file"),
-        ([tmp_path / "nope.npz", tmp_path / "o.pt"], "not found"),
-        ([tmp_path / "a.npz", tmp_path / "o.pt", "--variant", "X/1"], "Unknown ViT variant"),
+        ([tmp_path / "m.pt", tmp_path / "o.npz"], {}, config, "--variant"),
+        ([tmp_path / "a.npz", tmp_path / "o.pt"], {"variant": "B/16"}, ckpt, "not a B/16"),
+        ([tmp_path / "a.npz", tmp_path / "o.npz"], {}, config, "nothing to convert"),
+        ([tmp_path / "a.npz", tmp_path / "o.npy"], {}, config, "Cannot tell the format"),
+        ([tmp_path / "nope.pt", tmp_path / "o.npz"], {"variant": "testing"}, ckpt, "not found"),
+        ([tmp_path / "a.npz", tmp_path / "o.pt"], {"variant": "X/1"}, config,
+         "Unknown variant 'X/1'"),
+        ([tmp_path / "a.npz", tmp_path / "o.pt"], {"labels_path": "l.txt"}, config, "--labels"),
+        ([tmp_path / "a.npz", tmp_path / "o.pt"], {"gelu_approximate": False}, config, "--gelu"),
+        ([tmp_path / "hf", tmp_path / "o.npz"], {}, ckpt, "no config.json"),
     ]
-    for args, message in cases:
-        assert main([str(a) for a in args]) == 2
-        assert message in capsys.readouterr().err, args
+    for args, kw, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            files.convert_file(*args, **kw)
+    # read_npz's own error (vit_jax.checkpoint's CheckpointError until it is the errors kind)
+    with pytest.raises(errors.CheckpointError, match=r"Not a valid \.npz \(zip\) file"):
+        files.convert_file(tmp_path / "junk.npz", tmp_path / "o.pt")
     assert not any(tmp_path.glob("o.*"))
 
 
+def test_wrong_variant_names_both_head_counts(tmp_path):
+    """A Ti/16 (3 heads) checked as an S/16 (6 heads): both sets of numbers, right."""
+    with torch.device("meta"):
+        sd = create_model("Ti/16", num_classes=10).state_dict()
+    dims = convert.torch_dims({k: tuple(v.shape) for k, v in sd.items()}, None)
+    with pytest.raises(errors.CheckpointError) as e:
+        convert.check_variant(dims, "S/16")
+    assert str(e.value) == (
+        "The checkpoint is not a S/16: it has patch 16, width 192, layers 12, heads not "
+        "stored, mlp 768; S/16 has patch 16, width 384, layers 12, heads 6, mlp 1536.")
+    npz_shapes = {k: v.shape for k, v in convert.state_dict_to_npz(
+        {k: torch.empty(v.shape) for k, v in sd.items()}, num_heads=3).items()}
+    want = r"it has patch 16, width 192, layers 12, heads 3, mlp 768; S/16 has .* heads 6, "
+    with pytest.raises(errors.CheckpointError, match=want + r"mlp 1536\.$"):
+        convert.check_variant(convert.npz_dims(npz_shapes), "S/16")
+    # Through the files: a state dict and an npz of the testing variant, asked for Ti/16.
+    torch.save(_tiny().state_dict(), tmp_path / "m.pt")
+    with pytest.raises(errors.CheckpointError, match=r"not stored, mlp 64; Ti/16 has .* heads 3"):
+        files.convert_file(tmp_path / "m.pt", tmp_path / "o.npz", variant="Ti/16")
+    convert.save_npz(_tiny(), tmp_path / "a.npz")
+    with pytest.raises(errors.CheckpointError, match=r"heads 4, mlp 64; Ti/16 has .* heads 3"):
+        files.convert_file(tmp_path / "a.npz", tmp_path / "o.pt", variant="Ti/16")
+
+
+def test_written_files_have_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    convert.save_npz(_tiny(), tmp_path / "a.npz")
+    for name in ("m.pt", "m.safetensors"):
+        files.convert_file(tmp_path / "a.npz", tmp_path / name)
+    for name in ("a.npz", "m.pt", "m.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert not list(tmp_path.glob("*.tmp"))  # no temp file left behind
+
+
 def test_vit_torch_never_imports_jax():
-    code = ("import sys, torch, vit_torch, vit_torch.convert, vit_torch.__main__\n"
-            "model = vit_torch.create_model('testing', num_classes=2, img_size=8)\n"
+    code = ("import sys, torch, tempfile, os\n"
+            "import vit_torch, vit_torch.convert, vit_torch.files, vit_torch.hf\n"
+            "from vit_torch.model import create_model\n"
+            "model = create_model('testing', num_classes=2, img_size=8)\n"
             "model(torch.zeros(1, 3, 8, 8))\n"
+            "d = tempfile.mkdtemp()\n"
+            "vit_torch.convert.save_npz(model, os.path.join(d, 'a.npz'))\n"
+            "for dst in ('m.safetensors', 'hf'):\n"
+            "    vit_torch.files.convert_file(os.path.join(d, 'a.npz'), os.path.join(d, dst))\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax'))\n"
             "assert not bad, bad\n")
     r = _run("-c", code)

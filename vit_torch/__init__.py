@@ -1,23 +1,8 @@
 """vit_torch: a PyTorch reference twin of the `vit_jax` Vision Transformer.
 
-Same function as `vit_jax.models.VisionTransformer`, timm parameter names, and a bit-exact
-converter to the official `.npz` layout (`vit_torch.convert`). Never imports jax or flax.
+Same function as `vit_jax.models.VisionTransformer`, with timm parameter names
+(`vit_torch.model`); a bit-exact converter between the official `.npz` layout, timm state
+dicts and Hugging Face checkpoints (`vit_torch.convert`: the key map; `vit_torch.hf`: HF
+configs; `vit_torch.files`: the files); the command line `python -m vit_torch IN OUT`.
+Never imports jax or flax. Import each name from the module that defines it.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from vit_torch.model import VisionTransformer, create_model
-
-__all__ = ["VisionTransformer", "create_model", "load_npz", "save_npz"]
-
-
-def __getattr__(name: str) -> Any:
-    # `load_npz`/`save_npz` are imported lazily: importing `vit_torch.convert` eagerly here
-    # would make `python -m vit_torch.convert` warn that the module was already imported.
-    if name in ("load_npz", "save_npz"):
-        from vit_torch import convert
-
-        return getattr(convert, name)
-    raise AttributeError(f"module 'vit_torch' has no attribute {name!r}")

@@ -1,13 +1,15 @@
-"""The one name map between `vit_torch` state dicts and the official `.npz` layout.
+"""The one name map between the official `.npz` layout and the torch layouts (timm, HF).
 
 The released checkpoints of google-research/vision_transformer (flat `.npz`, Flax paths
-joined with "/") are the interchange format. `key_map` below lists every key pair and
-its transform; both directions are pure reshapes, transposes and concatenations, so round
+joined with "/") are the interchange format. `key_map` below lists, for every parameter,
+its timm name (the `vit_torch` state dict), its Hugging Face `ViTModel` /
+`ViTForImageClassification` name(s) and its npz key(s), with the shapes and the transform
+between them. All transforms are pure reshapes, transposes and concatenations, so round
 trips are bit-exact and keep the dtype. Every key and shape is asserted: a missing, extra
 or mis-shaped key is an error naming it, never a silent skip.
 
-CLI: `python -m vit_torch.convert IN OUT [--variant B/16]` (see `--help`; code in
-`vit_torch/__main__.py`).
+Files (`.pt`, `.safetensors`, HF directories) are read and written by `vit_torch.files`;
+the CLI is `python -m vit_torch IN OUT`.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from vit_jax.checkpoint import CheckpointError, read_npz, resize_posemb, write_npz
+from vit_jax.checkpoint import read_npz, resize_posemb, write_npz
+from vit_jax.errors import CheckpointError, ConfigError
+from vit_jax.variants import VARIANTS, decode_variant
 from vit_torch.model import VisionTransformer
 
-__all__ = ["CheckpointError", "load_npz", "npz_to_state_dict", "save_npz", "state_dict_to_npz"]
-
 _ATTN = "MultiHeadDotProductAttention_1"
-_BLOCK = re.compile(r"^(?:Transformer/encoderblock_|blocks\.)(\d+)[/.]")
+# Block index of an npz, timm or HF key.
+_BLOCK = re.compile(r"^(?:Transformer/encoderblock_|blocks\.|(?:vit\.)?encoder\.layer\.)(\d+)[/.]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,8 @@ class Dims:
     patch: int
     channels: int
     width: int
-    heads: int
-    head_dim: int
+    heads: int | None  # None: not known (a state dict does not store it)
+    head_dim: int | None
     mlp: int
     layers: int
     tokens: int
@@ -49,6 +52,8 @@ class Dims:
 
 # Every transform: (npz arrays → torch array, (torch array, dims) → npz arrays). The npz
 # side is a tuple: one key, or q/k/v. Pure transposes/reshapes/concats, hence bit-exact.
+# The HF side needs none: its weights are timm's, with q/k/v as three (D, D) rows blocks
+# of timm's fused (3D, D) qkv (split/concatenated on axis 0 in `hf_to_npz`/`npz_to_hf`).
 _TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
     "copy": (lambda a: a[0], lambda t, d: (t,)),
     # conv kernel (P, P, C, D) HWIO ⇄ weight (D, C, P, P) OIHW
@@ -75,67 +80,95 @@ _TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-    """One torch key ⇄ one or more npz keys, with both shapes and the transform's name."""
+    """One parameter: its torch (timm) key, HF key(s) and npz key(s), shapes, transform.
+
+    `hf_keys` are relative to HF's `ViTModel` (add "vit." inside a
+    `ViTForImageClassification`, except for "classifier.*"); three keys for q/k/v, each
+    a third of the torch tensor along axis 0, otherwise one key of the torch shape.
+    """
 
     torch_key: str
     torch_shape: tuple[int, ...]
     npz_keys: tuple[str, ...]
     npz_shape: tuple[int, ...]  # of each npz key
     transform: str
+    hf_keys: tuple[str, ...]
 
 
 def key_map(dims: Dims) -> list[Pair]:
-    """THE name map: every (torch key, npz keys, shapes, transform) of a model of `dims`.
+    """THE name map: every (torch key, npz keys, HF keys, shapes, transform) of `dims`.
 
     Args:
-      dims: the model's sizes.
+      dims: the model's sizes (with a known head count).
 
     Returns:
       One `Pair` per torch parameter, in state-dict order.
     """
+    assert dims.heads is not None and dims.head_dim is not None, "key_map needs the heads"
     P, C, D, K, Dh, M = dims.patch, dims.channels, dims.width, dims.heads, dims.head_dim, dims.mlp
-    pairs = [Pair("cls_token", (1, 1, D), ("cls",), (1, 1, D), "copy")] if dims.cls else []
+    e = "embeddings."
+    pairs = [Pair("cls_token", (1, 1, D), ("cls",), (1, 1, D), "copy", (e + "cls_token",))
+             ] if dims.cls else []
     pos = (1, dims.tokens, D)
     pairs += [
-        Pair("pos_embed", pos, ("Transformer/posembed_input/pos_embedding",), pos, "copy"),
-        Pair("patch_embed.proj.weight", (D, C, P, P), ("embedding/kernel",), (P, P, C, D), "conv"),
-        Pair("patch_embed.proj.bias", (D,), ("embedding/bias",), (D,), "copy"),
+        Pair("pos_embed", pos, ("Transformer/posembed_input/pos_embedding",), pos, "copy",
+             (e + "position_embeddings",)),
+        Pair("patch_embed.proj.weight", (D, C, P, P), ("embedding/kernel",), (P, P, C, D), "conv",
+             (e + "patch_embeddings.projection.weight",)),
+        Pair("patch_embed.proj.bias", (D,), ("embedding/bias",), (D,), "copy",
+             (e + "patch_embeddings.projection.bias",)),
     ]
     for i in range(dims.layers):
-        t, n = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        t, n, h = f"blocks.{i}.", f"Transformer/encoderblock_{i}/", f"encoder.layer.{i}."
         qkv = tuple(f"{n}{_ATTN}/{x}/" for x in ("query", "key", "value"))
+        hqkv = tuple(f"{h}attention.attention.{x}." for x in ("query", "key", "value"))
         pairs += [
-            Pair(t + "norm1.weight", (D,), (n + "LayerNorm_0/scale",), (D,), "copy"),
-            Pair(t + "norm1.bias", (D,), (n + "LayerNorm_0/bias",), (D,), "copy"),
+            Pair(t + "norm1.weight", (D,), (n + "LayerNorm_0/scale",), (D,), "copy",
+                 (h + "layernorm_before.weight",)),
+            Pair(t + "norm1.bias", (D,), (n + "LayerNorm_0/bias",), (D,), "copy",
+                 (h + "layernorm_before.bias",)),
             Pair(t + "attn.qkv.weight", (3 * D, D), tuple(q + "kernel" for q in qkv), (D, K, Dh),
-                 "qkv"),
+                 "qkv", tuple(q + "weight" for q in hqkv)),
             Pair(t + "attn.qkv.bias", (3 * D,), tuple(q + "bias" for q in qkv), (K, Dh),
-                 "qkv_bias"),
-            Pair(t + "attn.proj.weight", (D, D), (f"{n}{_ATTN}/out/kernel",), (K, Dh, D), "out"),
-            Pair(t + "attn.proj.bias", (D,), (f"{n}{_ATTN}/out/bias",), (D,), "copy"),
-            Pair(t + "norm2.weight", (D,), (n + "LayerNorm_2/scale",), (D,), "copy"),
-            Pair(t + "norm2.bias", (D,), (n + "LayerNorm_2/bias",), (D,), "copy"),
-            Pair(t + "mlp.fc1.weight", (M, D), (n + "MlpBlock_3/Dense_0/kernel",), (D, M), "dense"),
-            Pair(t + "mlp.fc1.bias", (M,), (n + "MlpBlock_3/Dense_0/bias",), (M,), "copy"),
-            Pair(t + "mlp.fc2.weight", (D, M), (n + "MlpBlock_3/Dense_1/kernel",), (M, D), "dense"),
-            Pair(t + "mlp.fc2.bias", (D,), (n + "MlpBlock_3/Dense_1/bias",), (D,), "copy"),
+                 "qkv_bias", tuple(q + "bias" for q in hqkv)),
+            Pair(t + "attn.proj.weight", (D, D), (f"{n}{_ATTN}/out/kernel",), (K, Dh, D), "out",
+                 (h + "attention.output.dense.weight",)),
+            Pair(t + "attn.proj.bias", (D,), (f"{n}{_ATTN}/out/bias",), (D,), "copy",
+                 (h + "attention.output.dense.bias",)),
+            Pair(t + "norm2.weight", (D,), (n + "LayerNorm_2/scale",), (D,), "copy",
+                 (h + "layernorm_after.weight",)),
+            Pair(t + "norm2.bias", (D,), (n + "LayerNorm_2/bias",), (D,), "copy",
+                 (h + "layernorm_after.bias",)),
+            Pair(t + "mlp.fc1.weight", (M, D), (n + "MlpBlock_3/Dense_0/kernel",), (D, M), "dense",
+                 (h + "intermediate.dense.weight",)),
+            Pair(t + "mlp.fc1.bias", (M,), (n + "MlpBlock_3/Dense_0/bias",), (M,), "copy",
+                 (h + "intermediate.dense.bias",)),
+            Pair(t + "mlp.fc2.weight", (D, M), (n + "MlpBlock_3/Dense_1/kernel",), (M, D), "dense",
+                 (h + "output.dense.weight",)),
+            Pair(t + "mlp.fc2.bias", (D,), (n + "MlpBlock_3/Dense_1/bias",), (D,), "copy",
+                 (h + "output.dense.bias",)),
         ]
     pairs += [
-        Pair("norm.weight", (D,), ("Transformer/encoder_norm/scale",), (D,), "copy"),
-        Pair("norm.bias", (D,), ("Transformer/encoder_norm/bias",), (D,), "copy"),
+        Pair("norm.weight", (D,), ("Transformer/encoder_norm/scale",), (D,), "copy",
+             ("layernorm.weight",)),
+        Pair("norm.bias", (D,), ("Transformer/encoder_norm/bias",), (D,), "copy",
+             ("layernorm.bias",)),
     ]
     width = D
-    if dims.rep is not None:
+    if dims.rep is not None:  # HF: the pooler of a ViTModel (dense + tanh on the class token)
         R = width = dims.rep
         pairs += [
-            Pair("pre_logits.fc.weight", (R, D), ("pre_logits/kernel",), (D, R), "dense"),
-            Pair("pre_logits.fc.bias", (R,), ("pre_logits/bias",), (R,), "copy"),
+            Pair("pre_logits.fc.weight", (R, D), ("pre_logits/kernel",), (D, R), "dense",
+                 ("pooler.dense.weight",)),
+            Pair("pre_logits.fc.bias", (R,), ("pre_logits/bias",), (R,), "copy",
+                 ("pooler.dense.bias",)),
         ]
     if dims.classes is not None:
         N = dims.classes
         pairs += [
-            Pair("head.weight", (N, width), ("head/kernel",), (width, N), "dense"),
-            Pair("head.bias", (N,), ("head/bias",), (N,), "copy"),
+            Pair("head.weight", (N, width), ("head/kernel",), (width, N), "dense",
+                 ("classifier.weight",)),
+            Pair("head.bias", (N,), ("head/bias",), (N,), "copy", ("classifier.bias",)),
         ]
     return pairs
 
@@ -148,9 +181,21 @@ def _size(shapes: Mapping[str, tuple[int, ...]], candidates: list[tuple[str, int
     raise CheckpointError(f"Checkpoint does not fit a ViT: missing key {candidates[0][0]}.")
 
 
+def _optional_size(shapes: Mapping[str, tuple[int, ...]], prefix: str,
+                   candidates: list[tuple[str, int]]) -> int | None:
+    """`_size` if any key starts with `prefix` (an optional layer), None otherwise."""
+    return _size(shapes, candidates) if any(k.startswith(prefix) for k in shapes) else None
+
+
 def _num_layers(keys: list[str]) -> int:
     found = [int(m.group(1)) for m in map(_BLOCK.match, keys) if m]
     return max(found) + 1 if found else 0  # gaps show up as missing keys
+
+
+def _head_dim(width: int, num_heads: int | None) -> int | None:
+    if num_heads is not None and (num_heads <= 0 or width % num_heads):
+        raise CheckpointError(f"Width {width} is not divisible by num_heads={num_heads}.")
+    return None if num_heads is None else width // num_heads
 
 
 def npz_dims(shapes: Mapping[str, tuple[int, ...]]) -> Dims:
@@ -169,30 +214,60 @@ def npz_dims(shapes: Mapping[str, tuple[int, ...]]) -> Dims:
         layers=_num_layers(list(shapes)),
         tokens=_size(shapes, [("Transformer/posembed_input/pos_embedding", 1)]),
         cls="cls" in shapes,
-        rep=_size(shapes, [("pre_logits/kernel", 1), ("pre_logits/bias", 0)])
-        if any(k.startswith("pre_logits/") for k in shapes) else None,
-        classes=_size(shapes, [("head/kernel", 1), ("head/bias", 0)])
-        if any(k.startswith("head/") for k in shapes) else None,
+        rep=_optional_size(shapes, "pre_logits/", [("pre_logits/kernel", 1),
+                                                   ("pre_logits/bias", 0)]),
+        classes=_optional_size(shapes, "head/", [("head/kernel", 1), ("head/bias", 0)]),
     )
 
 
-def torch_dims(shapes: Mapping[str, tuple[int, ...]], num_heads: int) -> Dims:
-    """Infers the model sizes from state-dict shapes (the head count is not in them)."""
+def torch_dims(shapes: Mapping[str, tuple[int, ...]], num_heads: int | None) -> Dims:
+    """Infers the model sizes from timm/vit_torch state-dict shapes.
+
+    Args:
+      shapes: key → shape.
+      num_heads: K, which a state dict does not store; None leaves it unknown.
+    """
     width = _size(shapes, [("patch_embed.proj.weight", 0), ("norm.weight", 0)])
-    if width % num_heads:
-        raise CheckpointError(f"Width {width} is not divisible by num_heads={num_heads}.")
     return Dims(
         patch=_size(shapes, [("patch_embed.proj.weight", 2)]),
         channels=_size(shapes, [("patch_embed.proj.weight", 1)]),
-        width=width, heads=num_heads, head_dim=width // num_heads,
+        width=width, heads=num_heads, head_dim=_head_dim(width, num_heads),
         mlp=_size(shapes, [("blocks.0.mlp.fc1.weight", 0), ("blocks.0.mlp.fc1.bias", 0)]),
         layers=_num_layers(list(shapes)),
         tokens=_size(shapes, [("pos_embed", 1)]),
         cls="cls_token" in shapes,
-        rep=_size(shapes, [("pre_logits.fc.weight", 0), ("pre_logits.fc.bias", 0)])
-        if any(k.startswith("pre_logits.") for k in shapes) else None,
-        classes=_size(shapes, [("head.weight", 0), ("head.bias", 0)])
-        if any(k.startswith("head.") for k in shapes) else None,
+        rep=_optional_size(shapes, "pre_logits.", [("pre_logits.fc.weight", 0),
+                                                   ("pre_logits.fc.bias", 0)]),
+        classes=_optional_size(shapes, "head.", [("head.weight", 0), ("head.bias", 0)]),
+    )
+
+
+def hf_prefix(shapes: Mapping[str, object]) -> str:
+    """"vit." for a `ViTForImageClassification` state dict, "" for a `ViTModel` one."""
+    return "vit." if any(k.startswith("vit.") for k in shapes) else ""
+
+
+def hf_dims(shapes: Mapping[str, tuple[int, ...]], num_heads: int) -> Dims:
+    """Infers the model sizes from HF `ViTModel`/`ViTForImageClassification` shapes.
+
+    Args:
+      shapes: key → shape (either architecture's names).
+      num_heads: `num_attention_heads` of the HF config.
+    """
+    p = hf_prefix(shapes)
+    proj, fc1 = p + "embeddings.patch_embeddings.projection.weight", p + "encoder.layer.0."
+    width = _size(shapes, [(proj, 0), (p + "layernorm.weight", 0)])
+    return Dims(
+        patch=_size(shapes, [(proj, 2)]), channels=_size(shapes, [(proj, 1)]),
+        width=width, heads=num_heads, head_dim=_head_dim(width, num_heads),
+        mlp=_size(shapes, [(fc1 + "intermediate.dense.weight", 0)]),
+        layers=_num_layers(list(shapes)),
+        tokens=_size(shapes, [(p + "embeddings.position_embeddings", 1)]),
+        cls=True,  # HF's ViT always has one; a missing one is a missing-key error
+        rep=_optional_size(shapes, p + "pooler.", [(p + "pooler.dense.weight", 0),
+                                                   (p + "pooler.dense.bias", 0)]),
+        classes=_optional_size(shapes, "classifier.", [("classifier.weight", 0),
+                                                       ("classifier.bias", 0)]),
     )
 
 
@@ -200,7 +275,7 @@ def check_shapes(
     got: Mapping[str, tuple[int, ...]], want: Mapping[str, tuple[int, ...]], what: str,
     target: str = "the ViT layout",
 ) -> None:
-    """Raises one `CheckpointError` naming every missing, extra or mis-shaped key.
+    """Raises one one-line `CheckpointError` naming missing, extra or mis-shaped keys.
 
     Args:
       got: key → shape of what was read; want: key → the shape `target` expects.
@@ -211,11 +286,62 @@ def check_shapes(
     problems += [f"shape mismatch at {k}: {got[k]} in the {what}, {want[k]} in {target}"
                  for k in want if k in got and tuple(got[k]) != tuple(want[k])]
     if problems:
-        raise CheckpointError(f"The {what} does not fit {target}:\n  " + "\n  ".join(problems))
+        more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
+        raise CheckpointError(f"The {what} does not fit {target}: " + "; ".join(problems[:6])
+                              + more + ".")
+
+
+# timm VisionTransformer options that the official layout cannot express, by key pattern.
+_TIMM_REFUSED = (
+    (r"^fc_norm\.", "timm's fc_norm (a LayerNorm after average pooling; the official 'gap' "
+     "model normalises before pooling: build timm with fc_norm=False)"),
+    (r"^norm_pre\.", "timm's norm_pre (a LayerNorm before the blocks, pre_norm=True)"),
+    (r"^reg_token$", "timm's register tokens (reg_tokens > 0)"),
+    (r"\.ls[12]\.", "timm's LayerScale (init_values)"),
+    (r"\.attn\.[qk]_norm\.", "timm's q/k normalisation (qk_norm=True)"),
+    (r"\.(attn|mlp)\.norm\.", "timm's extra attention/MLP norm (scale_attn/mlp_norm)"),
+    (r"^patch_embed\.norm\.", "timm's patch-embedding norm"),
+    (r"^attn_pool\.", "timm's attention pooling (global_pool='map' or 'prr')"),
+)
+
+
+def timm_to_state_dict(
+    sd: Mapping[str, torch.Tensor], *, no_embed_class: bool = False
+) -> dict[str, torch.Tensor]:
+    """A timm `VisionTransformer` state dict → the `vit_torch` one (mostly the same names).
+
+    What maps: timm's default layout; `class_token=False, global_pool='avg',
+    fc_norm=False` (the official "gap"); and, when told, `no_embed_class=True`. The rest
+    is refused (`_TIMM_REFUSED`).
+
+    Args:
+      sd: the timm state dict.
+      no_embed_class: the model was built with timm's `no_embed_class=True` (the class
+        token gets no position embedding). A state dict cannot tell (its pos_embed is one
+        row short, like a grid of another shape), so it must be said; a zero row is then
+        prepended, which adds exactly nothing to the class token.
+
+    Returns:
+      The state dict in `vit_torch`'s layout.
+
+    Raises:
+      CheckpointError: a timm option without a counterpart; the message names its key.
+    """
+    for key in sd:
+        for pattern, what in _TIMM_REFUSED:
+            if re.search(pattern, key):
+                raise CheckpointError(f"Cannot convert key {key}: {what} has no counterpart "
+                                      "in the official ViT layout.")
+    if not no_embed_class:
+        return dict(sd)
+    if "cls_token" not in sd or "pos_embed" not in sd:
+        raise CheckpointError("no_embed_class needs a state dict with cls_token and pos_embed.")
+    pos = sd["pos_embed"]  # (1, N, D) without the class token's row
+    return {**sd, "pos_embed": torch.cat([pos.new_zeros(1, 1, pos.shape[2]), pos], dim=1)}
 
 
 def npz_to_state_dict(flat: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Official-layout arrays → a `vit_torch` state dict (bit-exact, dtype kept).
+    """Official-layout arrays → a `vit_torch` (timm-named) state dict, bit-exact.
 
     Args:
       flat: "/"-joined keys to arrays, e.g. from `vit_jax.checkpoint.read_npz`.
@@ -224,7 +350,7 @@ def npz_to_state_dict(flat: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]
       {timm-style key: tensor}; load it with `model.load_state_dict`.
 
     Raises:
-      CheckpointError: a missing, extra or mis-shaped key (all named in one message).
+      CheckpointError: a missing, extra or mis-shaped key (named in the message).
     """
     shapes = {k: tuple(np.shape(v)) for k, v in flat.items()}
     pairs = key_map(npz_dims(shapes))
@@ -245,19 +371,24 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
-def state_dict_to_npz(sd: Mapping[str, torch.Tensor], *, num_heads: int) -> dict[str, np.ndarray]:
-    """A `vit_torch` state dict → official-layout arrays (bit-exact, dtype kept).
+def state_dict_to_npz(
+    sd: Mapping[str, torch.Tensor], *, num_heads: int, no_embed_class: bool = False
+) -> dict[str, np.ndarray]:
+    """A `vit_torch` or timm state dict → official-layout arrays (bit-exact, dtype kept).
 
     Args:
-      sd: `model.state_dict()` or a loaded `.pt`/`.safetensors` dict.
+      sd: `model.state_dict()` or a loaded `.pt`/`.safetensors` dict (timm's extras are
+        mapped or refused by `timm_to_state_dict`).
       num_heads: K, needed to split the fused (3D, D) qkv into (D, K, Dh) kernels.
+      no_embed_class: a timm `no_embed_class=True` model (see `timm_to_state_dict`).
 
     Returns:
       {"/"-joined key: array}, ready for `vit_jax.checkpoint.write_npz`.
 
     Raises:
-      CheckpointError: a missing, extra or mis-shaped key (all named in one message).
+      CheckpointError: a missing, extra or mis-shaped key (named in the message).
     """
+    sd = timm_to_state_dict(sd, no_embed_class=no_embed_class)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     dims = torch_dims(shapes, num_heads)
     pairs = key_map(dims)
@@ -267,6 +398,109 @@ def state_dict_to_npz(sd: Mapping[str, torch.Tensor], *, num_heads: int) -> dict
         parts = _TRANSFORMS[p.transform][1](_to_numpy(sd[p.torch_key]), dims)
         out.update({k: np.ascontiguousarray(a) for k, a in zip(p.npz_keys, parts, strict=True)})
     return out
+
+
+def _hf_name(key: str, prefix: str) -> str:
+    return key if key.startswith("classifier.") else prefix + key
+
+
+def check_hf_compatible(dims: Dims) -> None:
+    """Refuses the official models that HF's ViT classes cannot hold.
+
+    Raises:
+      CheckpointError: a "gap" model (HF's ViT always pools the class token), or a
+        pre-logits layer together with a head (HF has the layer only as `ViTModel`'s
+        pooler, without a classifier).
+    """
+    if not dims.cls:
+        raise CheckpointError("Cannot convert a 'gap' model (no class token) to Hugging Face: "
+                              "its ViT classes always pool the class token.")
+    if dims.rep is not None and dims.classes is not None:
+        raise CheckpointError(
+            "Cannot convert a model with both pre_logits and a head to Hugging Face: its "
+            "ViTModel has the pre-logits layer (as the pooler) but no classifier, and "
+            "ViTForImageClassification a classifier but no pre-logits layer. Drop the head "
+            "(head/*) for a ViTModel, or pre_logits/* and the head for a new fine-tuning.")
+
+
+def npz_to_hf(flat: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Official-layout arrays → a Hugging Face ViT state dict (bit-exact, dtype kept).
+
+    With a head: `ViTForImageClassification` names ("vit.*", "classifier.*"); without:
+    `ViTModel` names, with the pre-logits layer as its pooler when there is one.
+
+    Args:
+      flat: "/"-joined keys to arrays.
+
+    Returns:
+      {HF key: tensor}, as `save_pretrained` writes them to `model.safetensors`.
+
+    Raises:
+      CheckpointError: a bad key or shape, or a model HF cannot hold (`check_hf_compatible`).
+    """
+    dims = npz_dims({k: tuple(np.shape(v)) for k, v in flat.items()})
+    check_hf_compatible(dims)
+    sd = npz_to_state_dict(flat)
+    prefix = "vit." if dims.classes is not None else ""
+    out: dict[str, torch.Tensor] = {}
+    for p in key_map(dims):
+        for key, part in zip(p.hf_keys, sd[p.torch_key].chunk(len(p.hf_keys)), strict=True):
+            out[_hf_name(key, prefix)] = part.contiguous()
+    return out
+
+
+def hf_to_npz(sd: Mapping[str, torch.Tensor], *, num_heads: int) -> dict[str, np.ndarray]:
+    """A Hugging Face `ViTModel`/`ViTForImageClassification` state dict → npz arrays.
+
+    `ViTModel`'s pooler becomes the pre-logits layer (both are dense + tanh on the class
+    token; its `pooler_act` must be tanh, which `vit_torch.hf` checks).
+
+    Args:
+      sd: the state dict as stored in `model.safetensors`.
+      num_heads: `num_attention_heads` of the HF config.
+
+    Returns:
+      {"/"-joined key: array} (bit-exact, dtype kept).
+
+    Raises:
+      CheckpointError: a missing, extra or mis-shaped key (named in the message).
+    """
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    dims, prefix = hf_dims(shapes, num_heads), hf_prefix(shapes)
+    pairs = key_map(dims)
+    want = {}
+    for p in pairs:
+        part = (p.torch_shape[0] // len(p.hf_keys), *p.torch_shape[1:])
+        want.update({_hf_name(k, prefix): part for k in p.hf_keys})
+    check_shapes(shapes, want, "Hugging Face state dict")
+    torch_sd = {p.torch_key: torch.cat([sd[_hf_name(k, prefix)] for k in p.hf_keys])
+                for p in pairs}
+    return state_dict_to_npz(torch_sd, num_heads=num_heads)
+
+
+def check_variant(dims: Dims, variant: str) -> None:
+    """Checks that the checkpoint's sizes are those of `variant`.
+
+    Args:
+      dims: the checkpoint's sizes; `heads` None when the checkpoint does not store it.
+      variant: a `vit_jax.variants` name.
+
+    Raises:
+      ConfigError: an unknown variant name.
+      CheckpointError: the sizes differ; the message gives both sets of numbers.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"Unknown variant {variant!r} (--variant); known: {', '.join(VARIANTS)}.")
+    spec = decode_variant(variant)
+    names = ("patch", "width", "layers", "heads", "mlp")
+    want = (spec.patch_size, spec.hidden_size, spec.num_layers, spec.num_heads, spec.mlp_dim)
+    got = (dims.patch, dims.width, dims.layers, dims.heads, dims.mlp)
+    if any(g is not None and g != w for g, w in zip(got, want, strict=True)):
+        have = ", ".join(f"{n} {'not stored' if g is None else g}"
+                         for n, g in zip(names, got, strict=True))
+        need = ", ".join(f"{n} {w}" for n, w in zip(names, want, strict=True))
+        raise CheckpointError(f"The checkpoint is not a {variant}: it has {have}; "
+                              f"{variant} has {need}.")
 
 
 def load_npz(
@@ -318,7 +552,8 @@ def save_npz(model: VisionTransformer, path: str | os.PathLike) -> None:
 
 
 if __name__ == "__main__":
-    # The CLI lives in vit_torch/__main__.py (file formats, argparse); same entry point.
-    from vit_torch.__main__ import main
-
-    sys.exit(main())
+    # The CLI moved to `python -m vit_torch` (vit_torch/__main__.py); importing it from here
+    # would make the two modules import each other.
+    print("error: the converter's command line is now `python -m vit_torch IN OUT` "
+          "(see `python -m vit_torch --help`).", file=sys.stderr)
+    sys.exit(2)

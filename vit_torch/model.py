@@ -22,8 +22,6 @@ from torch import Tensor, nn
 
 from vit_jax.variants import decode_variant
 
-__all__ = ["LAYER_NORM_EPS", "VisionTransformer", "create_model"]
-
 LAYER_NORM_EPS = 1e-6
 # Std of a standard normal truncated to [-2, 2]; flax's truncated lecun_normal divides by it
 # so that the *truncated* samples have variance 1/fan_in.
@@ -255,7 +253,8 @@ class VisionTransformer(nn.Module):
                 f"embedding is for a {self.grid_size[0]}x{self.grid_size[1]} grid "
                 f"({self.grid_size[0] * p}x{self.grid_size[1] * p} images). Resize the position "
                 f"embedding: build the model with img_size=({h}, {w}) and load weights with "
-                "vit_torch.load_npz(model, path, resize=True) (vit_jax.checkpoint.resize_posemb)."
+                "vit_torch.convert.load_npz(model, path, resize=True) "
+                "(vit_jax.checkpoint.resize_posemb)."
             )
 
     def _encode(

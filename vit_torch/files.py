@@ -1,0 +1,275 @@
+"""Checkpoint files of every kind the converter reads and writes, and `convert_file`.
+
+Kinds, told apart by the path: `.npz` (the official layout, the interchange format),
+`.pt`/`.pth`/`.safetensors` (timm-named state dicts: vit_torch's or timm's), and a
+Hugging Face checkpoint directory (`config.json` + `model.safetensors`; any path without
+an extension, or an existing directory). Every conversion goes through the npz arrays.
+
+Nothing pickled is ever executed: `.pt` files are read with `torch.load(weights_only=True)`,
+`.npz` with `allow_pickle=False`. Files are written atomically with the usual permissions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from vit_jax.checkpoint import current_umask, read_npz, write_npz
+from vit_jax.errors import CheckpointError, ConfigError
+from vit_jax.variants import decode_variant
+from vit_torch import hf
+from vit_torch.convert import (
+    check_variant,
+    hf_dims,
+    hf_to_npz,
+    npz_dims,
+    npz_to_hf,
+    npz_to_state_dict,
+    state_dict_to_npz,
+    timm_to_state_dict,
+    torch_dims,
+)
+from vit_torch.model import LAYER_NORM_EPS
+
+NPZ, TORCH, HF = "npz", "state dict", "Hugging Face directory"
+TORCH_EXTS = (".pt", ".pth", ".safetensors")
+HF_WEIGHTS = "model.safetensors"
+
+
+def path_kind(path: str | os.PathLike) -> str:
+    """NPZ, TORCH or HF for a path (see the module docstring).
+
+    Raises:
+      ConfigError: an extension that is none of those.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(os.path.basename(path.rstrip("/\\")))[1].lower()
+    if os.path.isdir(path) or path.endswith(("/", os.sep)) or not ext:
+        return HF
+    if ext == ".npz":
+        return NPZ
+    if ext in TORCH_EXTS:
+        return TORCH
+    raise ConfigError(f"Cannot tell the format of {path}: use .npz, {', '.join(TORCH_EXTS)}, "
+                      "or a directory (no extension) for a Hugging Face checkpoint.")
+
+
+def _shapes(arrays: Mapping[str, object]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(np.shape(v)) for k, v in arrays.items()}
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Writes a file through `write(f)`: a temp file renamed into place, never half-written.
+
+    As `vit_jax.checkpoint.write_npz`: the directory is created if missing, and the file
+    gets the mode any new file gets (0666 minus the umask), not mkstemp's 0600.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ------------------------------------------------------------------- torch state dicts
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Reads a flat {name: tensor} dict from `.pt`/`.pth` or `.safetensors`, never unpickling.
+
+    Raises:
+      CheckpointError: missing, unreadable, holding pickled objects, or not flat tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint file not found: {path}")
+    if path.endswith(".safetensors"):
+        try:
+            return load_file(path)
+        except SafetensorError as e:
+            raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from None
+    try:
+        # weights_only: the restricted unpickler; custom objects are refused, never run.
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a plain tensor state dict (it holds pickled objects or is "
+            f"corrupt); refusing to load it. Details: {str(e).splitlines()[0]}"
+        ) from None
+    if not isinstance(sd, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
+    ):
+        raise CheckpointError(f"{path} does not hold a flat {{name: tensor}} state dict.")
+    return sd
+
+
+def write_state_dict(path: str | os.PathLike, sd: Mapping[str, torch.Tensor]) -> None:
+    """Writes a state dict as `.safetensors` or (any other extension) `torch.save`."""
+    if os.fspath(path).endswith(".safetensors"):
+        data = save(dict(sd))
+        atomic_write(path, lambda f: f.write(data))
+    else:
+        atomic_write(path, lambda f: torch.save(dict(sd), f))
+
+
+# ------------------------------------------------------------- Hugging Face directories
+def read_hf(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], hf.HfOptions]:
+    """Reads a HF `ViTModel`/`ViTForImageClassification` directory as npz arrays.
+
+    Args:
+      directory: holds `config.json` and `model.safetensors` (or its shards, or a
+        `pytorch_model.bin`), as `save_pretrained` writes them.
+
+    Returns:
+      (arrays in the official layout, the config's options).
+
+    Raises:
+      CheckpointError: missing or unreadable files, a config that is not a ViT or does not
+        fit the weights, or weights that do not fit the key map.
+    """
+    directory = os.fspath(directory)
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{directory} is not a Hugging Face checkpoint: no config.json.")
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    options = hf.read_config(config)
+    sd = _read_hf_weights(directory)
+    hf.check_config(config, hf_dims(_shapes(sd), options.num_heads))
+    return hf_to_npz(sd, num_heads=options.num_heads), options
+
+
+def _read_hf_weights(directory: str) -> dict[str, torch.Tensor]:
+    index = os.path.join(directory, HF_WEIGHTS + ".index.json")
+    if os.path.isfile(os.path.join(directory, HF_WEIGHTS)):
+        return read_state_dict(os.path.join(directory, HF_WEIGHTS))
+    if os.path.isfile(index):  # sharded: {"weight_map": {key: shard file}}
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        parts = [read_state_dict(os.path.join(directory, shard)) for shard in shards]
+        return {k: v for part in parts for k, v in part.items()}
+    if os.path.isfile(os.path.join(directory, "pytorch_model.bin")):
+        return read_state_dict(os.path.join(directory, "pytorch_model.bin"))
+    raise CheckpointError(f"{directory} has a config.json but no {HF_WEIGHTS}.")
+
+
+def write_hf(directory: str | os.PathLike, flat: Mapping[str, np.ndarray], *,
+             gelu_approximate: bool = True, labels: Sequence[str] | None = None) -> None:
+    """Writes npz arrays as a HF checkpoint directory (`config.json`, `model.safetensors`).
+
+    Args:
+      directory: created if missing; files in it are replaced.
+      flat: arrays in the official layout.
+      gelu_approximate: the activation the weights were made with.
+      labels: class names for `id2label`, or None.
+    """
+    dims = npz_dims(_shapes(flat))
+    config = hf.make_config(dims, gelu_approximate=gelu_approximate, labels=labels)
+    data = save(npz_to_hf(flat), metadata={"format": "pt"})  # what save_pretrained writes
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    atomic_write(os.path.join(directory, HF_WEIGHTS), lambda f: f.write(data))
+    atomic_write(os.path.join(directory, "config.json"), lambda f: f.write(text.encode()))
+
+
+# --------------------------------------------------------------------------- convert
+def _read_labels(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"Labels file not found: {path} (one class name per line).")
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def convert_file(
+    src: str | os.PathLike, dst: str | os.PathLike, *, variant: str | None = None,
+    gelu_approximate: bool | None = None, labels_path: str | None = None,
+    no_embed_class: bool = False,
+) -> list[str]:
+    """Converts a checkpoint between any two kinds of `path_kind`, through the npz layout.
+
+    Args:
+      src, dst: paths; their kinds give the direction.
+      variant: the head count of a state dict (which does not store it; required then);
+        for the other kinds, a check of the checkpoint's sizes.
+      gelu_approximate: the activation, written to a HF config (default: the source
+        HF config's, else tanh as the official weights). Must agree with a HF source.
+      labels_path: class names, one per line: read for a HF destination's `id2label`,
+        written from a HF source's.
+      no_embed_class: a timm state dict of a `no_embed_class=True` model.
+
+    Returns:
+      Notes for the user (options the npz layout cannot store).
+
+    Raises:
+      UserError kinds: anything about the files or options the user can fix.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    src_kind, dst_kind = path_kind(src), path_kind(dst)
+    if src_kind == dst_kind and src_kind != TORCH:
+        raise ConfigError(f"{src} and {dst} are both a {src_kind}; nothing to convert.")
+    if HF not in (src_kind, dst_kind) and (labels_path is not None
+                                           or gelu_approximate is not None):
+        raise ConfigError("--labels and --gelu go with a Hugging Face checkpoint on one side "
+                          "(the other formats do not store them).")
+    if no_embed_class and src_kind != TORCH:
+        raise ConfigError("--no-embed-class is about a timm state dict; the source is not one.")
+    notes: list[str] = []
+    labels = None
+    if src_kind == NPZ:
+        flat = read_npz(src)
+    elif src_kind == TORCH:
+        if variant is None:
+            raise ConfigError("Reading a state dict needs --variant (e.g. B/16) for the head "
+                              "count, which a state dict does not store.")
+        sd = timm_to_state_dict(read_state_dict(src), no_embed_class=no_embed_class)
+        check_variant(torch_dims(_shapes(sd), None), variant)
+        flat = state_dict_to_npz(sd, num_heads=decode_variant(variant).num_heads)
+    else:
+        flat, options = read_hf(src)
+        if gelu_approximate is not None and gelu_approximate != options.gelu_approximate:
+            raise ConfigError(f"--gelu disagrees with {src}/config.json's hidden_act.")
+        gelu_approximate, labels = options.gelu_approximate, options.labels
+        if not options.gelu_approximate:
+            notes.append("the model uses the exact (erf) GELU: build vit_jax/vit_torch models "
+                         "with gelu_approximate=False to compute the same function.")
+        if options.layer_norm_eps != LAYER_NORM_EPS:
+            notes.append(f"the model's layer_norm_eps is {options.layer_norm_eps:g}; vit_jax and "
+                         f"vit_torch use {LAYER_NORM_EPS:g} (outputs differ slightly).")
+    if variant is not None and src_kind != TORCH:
+        check_variant(npz_dims(_shapes(flat)), variant)
+
+    if dst_kind == NPZ:
+        write_npz(dst, flat)
+    elif dst_kind == TORCH:
+        write_state_dict(dst, npz_to_state_dict(flat))
+    else:
+        if labels_path is not None:
+            labels = _read_labels(labels_path)
+        write_hf(dst, flat, gelu_approximate=gelu_approximate is not False, labels=labels)
+        if "head/kernel" not in flat and "pre_logits/kernel" not in flat:
+            notes.append("no head and no pre-logits layer: load it with "
+                         "ViTModel.from_pretrained(DIR, add_pooling_layer=False).")
+    if src_kind == HF and labels_path is not None:
+        if labels is None:
+            notes.append(f"{src} has no class names (only LABEL_i); {labels_path} not written.")
+        else:
+            text = "".join(f"{name}\n" for name in labels)
+            atomic_write(labels_path, lambda f: f.write(text.encode()))
+    return notes
