@@ -5,7 +5,6 @@ CIFAR-10 are checked under tfds.testing.mock_data (random images, nothing downlo
 """
 
 import collections
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import default
 from vit_jax import dataset_info, input_pipeline
 from vit_jax.datasets import digits
 from vit_jax.errors import DatasetError
@@ -23,11 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _default_config() -> ml_collections.ConfigDict:
-    # Loaded by path: `configs` is not an installed package.
-    spec = importlib.util.spec_from_file_location("_default", ROOT / "configs" / "default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return default.get_config()
 
 
 @pytest.fixture(scope="module")
