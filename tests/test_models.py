@@ -1,5 +1,7 @@
 """vit_jax.models: shapes, options, variants and the clear errors of bad input."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -317,3 +319,26 @@ def test_bad_option_values_are_config_errors(options, message):
     model = models.create_model("testing", num_classes=2, **options)
     with pytest.raises(ConfigError, match=message):
         model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_torch_map_head_state_dict_is_timm_s():
+    """vit_torch's MAP model is timm's `global_pool="map"` ViT by name and function: its
+    state dict loads strictly into timm's and the logits are equal (exact GELU, timm's)."""
+    # Imported here: torch and timm are heavy and only this interop check needs them.
+    import timm.models.vision_transformer as timm_vit
+    import torch
+
+    from vit_torch.model import create_model as create_torch_model
+
+    torch.manual_seed(0)
+    ours = create_torch_model("testing", num_classes=5, img_size=32, classifier="map",
+                              gelu_approximate=False).eval()
+    ours.load_state_dict({k: v + 0.1 * torch.randn_like(v) for k, v in ours.state_dict().items()})
+    theirs = timm_vit.VisionTransformer(
+        img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
+        num_classes=5, class_token=False, global_pool="map",
+        norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(images), ours(images), rtol=1e-6, atol=1e-6)
