@@ -16,7 +16,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.variant = "testing"  # a name from vit_jax/variants.py, e.g. "B/16"
     config.model.patch_size = ml_collections.FieldReference(None, field_type=int)  # None: variant's
+    # "token" (class token, the official ViT), "gap" (mean of the tokens) or "map" (big_vision's
+    # attention-pooling MAPHead, as SigLIP); only "token" has a class token.
     config.model.classifier = "token"
+    # "learn" (learned, over class token + patches: the released weights) or "sincos2d"
+    # (big_vision's fixed 2-D sin-cos table on the patches only; no parameter, any image size).
+    config.model.posemb = "learn"
     config.model.representation_size = ml_collections.FieldReference(None, field_type=int)
     config.model.dropout_rate = 0.0
     config.model.attention_dropout_rate = 0.0

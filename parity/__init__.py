@@ -3,7 +3,7 @@ compute the same function, train the same way and share one bit-exact `.npz` for
 
 `pytest parity/` asserts it (bounds in `parity.harness` / `parity.training`);
 `python -m parity [--markdown FILE]` prints the measured differences per variant. Both use
-the same measuring code: `parity.weights` (random weights, npz transfer both ways),
-`parity.harness` (cases, bounds, forward, resize, bfloat16) and `parity.training`
-(gradients, optimizer steps).
+the same code: `parity.cases` (what is compared), `parity.weights` (models, random
+weights, npz transfer both ways), `parity.harness` (bounds, forward, resize, bfloat16)
+and `parity.training` (gradients, optimizer steps).
 """

@@ -5,7 +5,9 @@
     python -m parity --markdown docs/parity.md
 
 Every number comes from `parity.harness` / `parity.training`, the code `pytest parity/`
-asserts on; the bounds printed are the ones the tests use.
+asserts on; the bounds printed are the ones the tests use. Columns marked "rel" are
+max |Δ| / max |reference| of the tensor, the measure every bound is stated in; "abs" is
+max |Δ| alone, for scale, and has no bound.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from parity import harness, training
-from parity.harness import Case
+from parity import cases, harness, training
+from parity.cases import Case
 
 
 def _e(x: float) -> str:
@@ -27,16 +29,17 @@ def _worst(values: dict[str, float]) -> tuple[str, float]:
     return max(values.items(), key=lambda kv: kv[1])
 
 
-def forward_table(cases: Sequence[Case]) -> list[str]:
+def forward_table(selected: Sequence[Case]) -> list[str]:
     """One row per case: float32 logits/intermediates (worst of both directions) and, for
     the training cases, gradients and optimizer steps."""
     lines = [
-        "| case | images | max abs Δ logits | Δ logits / max abs logit | worst block / "
-        "intermediate (Δ / max) | grads (Δ / max) | AdamW step same / own grads | "
-        "SGD step same / own |",
+        "| case | images | logits abs (max abs Δ) | logits rel (bound "
+        f"{_e(harness.LOGITS_REL)}) | worst intermediate rel (bound {_e(harness.FEATURE_REL)}) "
+        f"| grads rel (bound {_e(training.GRAD_REL)}) | AdamW step same / own grads (rel to "
+        "step) | SGD step same / own (rel to step) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for case in cases:
+    for case in selected:
         t0 = time.perf_counter()
         pairs = [harness.forward_flax_to_torch(case), harness.forward_torch_to_flax(case)]
         name, feat = _worst({k: v for p in pairs for k, v in p.feature_rel().items()})
@@ -58,28 +61,30 @@ def forward_table(cases: Sequence[Case]) -> list[str]:
 
 def resize_table() -> list[str]:
     """Weights made at 224, position embedding resized to 384 by each framework."""
-    lines = ["| case | max abs Δ logits | Δ logits / max abs logit | worst intermediate |",
+    lines = [f"| case | logits abs (max abs Δ) | logits rel (bound {_e(harness.LOGITS_REL)}) "
+             f"| worst intermediate rel (bound {_e(harness.FEATURE_REL)}) |",
              "|---|---|---|---|"]
-    for case in harness.RESIZE_CASES:
+    for case in cases.RESIZE_CASES:
         pair = harness.measure_resize(case).pair
         name, feat = pair.worst_feature()
-        lines.append(f"| {case.name} {case.image_size}→{harness.RESIZE_TO} | "
+        lines.append(f"| {case.name} {case.image_size}→{cases.RESIZE_TO} | "
                      f"{_e(pair.logits_abs)} | {_e(pair.logits_rel)} | {_e(feat)} ({name}) |")
     return lines
 
 
 def bf16_table() -> list[str]:
-    """bfloat16 compute against float32 and against each other (logits, Δ / max)."""
-    lines = ["| case | JAX bf16 vs f32 | torch bf16 autocast vs f32 | JAX bf16 vs torch bf16 |",
+    """bfloat16 compute against float32 and against each other (logits, rel)."""
+    lines = ["| case | JAX bf16 vs f32 (rel) | torch bf16 autocast vs f32 (rel) | "
+             "JAX bf16 vs torch bf16 (rel to f32 logits) |",
              "|---|---|---|---|"]
-    for case in harness.BF16_CASES:
+    for case in cases.BF16_CASES:
         r = harness.measure_bf16(case)
         lines.append(f"| {case.name} | {_e(r.jax_vs_f32)} | {_e(r.torch_vs_f32)} | "
                      f"{_e(r.jax_vs_torch)} |")
     return lines
 
 
-def report(cases: Sequence[Case], extras: bool = True) -> str:
+def report(selected: Sequence[Case], extras: bool = True) -> str:
     """The whole report as markdown."""
     bc = training.adam_bias_correction_rel()
     parts = [
@@ -87,22 +92,24 @@ def report(cases: Sequence[Case], extras: bool = True) -> str:
         "",
         "Random weights at their init scale (zero/constant leaves randomised), random "
         "images in [-1, 1]; Flax → npz → torch and torch → npz → Flax, worst of both. "
-        "Relative columns: max |Δ| / max |reference| per tensor. Steps: weight difference "
+        "rel: max |Δ| / max |reference| per tensor (what the bounds bound); abs: max |Δ| "
+        "(no bound, for scale). Steps: weight difference "
         "beyond 2 float32 ulps, relative to the step (AdamW: one step on each "
         "framework's own gradients where |g| ≥ 1e-4, two steps on the same gradients).",
         "",
-        *forward_table(cases),
+        *forward_table(selected),
         "",
-        f"Bounds (tests): logits {_e(harness.LOGITS_REL)}, intermediates "
+        f"Bounds (tests, all rel): logits {_e(harness.LOGITS_REL)}, intermediates "
         f"{_e(harness.FEATURE_REL)}, grads {_e(training.GRAD_REL)}, AdamW same "
         f"{_e(training.STEP_REL['adamw'])} (optax's float32 bias correction alone: {_e(bc)}) "
         f"/ own {_e(training.OWN_STEP_REL['adamw'])}, SGD same "
         f"{_e(training.STEP_REL['sgd'])} / own {_e(training.OWN_STEP_REL['sgd'])}.",
     ]
     if extras:
-        parts += ["", f"### Position-embedding resize (224 → {harness.RESIZE_TO})", "",
+        parts += ["", f"### Position-embedding resize (224 → {cases.RESIZE_TO})", "",
                   *resize_table(), "", "### bfloat16 compute (logits)", "", *bf16_table(), "",
-                  f"Bounds (tests): bf16 vs f32 and JAX vs torch {_e(harness.BF16_REL)}."]
+                  f"Bounds (tests, rel): bf16 vs f32 and JAX vs torch "
+                  f"{_e(harness.BF16_REL)}."]
     return "\n".join(parts) + "\n"
 
 
@@ -110,14 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parses flags, prints the report and optionally writes it as markdown."""
     parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", metavar="NAME",
-                        choices=list(harness.CASES_BY_NAME),
-                        help=f"case names (default: all): {', '.join(harness.CASES_BY_NAME)}")
+                        choices=list(cases.CASES_BY_NAME),
+                        help=f"case names (default: all): {', '.join(cases.CASES_BY_NAME)}")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report to FILE")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip the resize and bfloat16 tables")
     args = parser.parse_args(argv)
-    cases = [harness.CASES_BY_NAME[n] for n in args.cases] if args.cases else harness.CASES
-    text = report(cases, extras=not args.no_extras)
+    selected = [cases.CASES_BY_NAME[n] for n in args.cases] if args.cases else cases.CASES
+    text = report(selected, extras=not args.no_extras)
     print(text, end="")
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:

@@ -4,8 +4,8 @@
 here: building both models with identical random weights, moving them through the
 official `.npz` file in either direction, forward passes with every named intermediate,
 loss gradients, optimizer steps, the position-embedding resize and bfloat16 compute.
-Models, weights, images and the `.npz` trips are built in `parity.weights`; every
-name there is re-exported here, so callers use `harness.X` for all of it.
+The cases are in `parity.cases`; models, weights, images and the `.npz` trips are built
+in `parity.weights` (import each name from the module that defines it).
 
 All comparisons happen in the official npz layout (flat "/"-joined keys), so a difference
 is named by the same key on both sides. Images are NHWC for Flax and the same array
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from parity.cases import RESIZE_TO, Case
 from parity.weights import (
-    Flat,
     Params,
     flax_model,
     flax_to_torch,
@@ -36,78 +36,12 @@ from parity.weights import (
     init_torch,
     param_shapes,
     random_images,
-    randomise,
     torch_model,
     torch_to_flax,
-    torch_to_npz,
 )
 from vit_jax import checkpoint
 from vit_torch import convert
 from vit_torch import model as torch_vit
-
-__all__ = [  # with the models, weights and npz trips re-exported from parity.weights
-    "BF16_CASES", "BF16_REL", "CASES", "CASES_BY_NAME", "FEATURE_REL", "LOGITS_REL",
-    "RESIZE_CASES", "RESIZE_TO", "Bf16Result", "Case", "Flat", "ForwardPair", "Outputs",
-    "Params", "ResizeResult", "assert_rel_close", "flax_forward", "flax_model",
-    "flax_to_torch", "forward_flax_to_torch", "forward_torch_to_flax", "init_flax",
-    "init_torch", "measure_bf16", "measure_resize", "param_shapes", "random_images",
-    "randomise", "rel_diff", "to_nchw", "torch_forward", "torch_model", "torch_to_flax",
-    "torch_to_npz",
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One configuration compared across the two frameworks.
-
-    Attributes:
-      name: row label of the report and pytest id.
-      variant: a `vit_jax.variants` name.
-      image_size: side of the square images.
-      batch: images per batch (2 for the real variants: the suite runs on 2 CPU cores).
-      options: `VisionTransformer` options both frameworks share (classifier, ...).
-      scan: build the Flax model with `nn.scan` (a Flax-only layout; torch has none).
-      train: also compare gradients and optimizer steps (kept to small models: time).
-      num_classes: size of the head.
-    """
-
-    name: str
-    variant: str
-    image_size: int
-    batch: int
-    options: tuple[tuple[str, Any], ...] = ()
-    scan: bool = False
-    train: bool = False
-    num_classes: int = 10
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """The shared options as keyword arguments of both `create_model`s."""
-        return dict(self.options)
-
-
-_EXACT, _GAP = (("gelu_approximate", False),), (("classifier", "gap"),)
-CASES: tuple[Case, ...] = (
-    Case("testing", "testing", 32, 4, train=True),
-    Case("testing/exact-gelu", "testing", 32, 4, _EXACT, train=True),
-    Case("testing/gap", "testing", 32, 4, _GAP, train=True),
-    Case("testing/rep", "testing", 32, 4, (("representation_size", 24),), train=True),
-    Case("testing/scan", "testing", 32, 4, scan=True),
-    Case("Ti/16", "Ti/16", 224, 2, train=True, num_classes=1000),
-    Case("Ti/16/exact-gelu", "Ti/16", 224, 2, _EXACT, num_classes=1000),
-    Case("S/16", "S/16", 224, 2, num_classes=1000),
-    Case("S/16/gap", "S/16", 224, 2, _GAP, num_classes=1000),
-    Case("B/16", "B/16", 224, 2, num_classes=1000),
-    Case("B/32", "B/32", 224, 2, num_classes=1000),
-    # The released ImageNet-21k models' head: a tanh pre-logits layer as wide as the model.
-    Case("S/32/rep", "S/32", 224, 2, (("representation_size", 384),), num_classes=1000),
-)
-CASES_BY_NAME = {c.name: c for c in CASES}
-# Position-embedding resize 224 → 384: a class-token model and a "gap" one (no prefix).
-RESIZE_CASES = (CASES_BY_NAME["Ti/16"], Case("testing-p16/gap", "testing", 224, 2,
-                                             (("patch_size", 16), *_GAP)))
-BF16_CASES = (CASES_BY_NAME["testing"], CASES_BY_NAME["Ti/16"])
-RESIZE_TO = 384
 
 # Bounds, max |Δ| / max |reference| per tensor, pinned from `python -m parity` on 2-core
 # x86 CPUs (XLA:CPU vs ATen/MKL float32; the two sum in different orders). Measured worst:

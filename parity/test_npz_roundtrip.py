@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from parity import harness
+from parity import cases, weights
 from vit_jax import checkpoint
 from vit_torch import convert
 
 # The small cases and one real variant: 12 blocks of real widths, 23 MB files.
-CASES = [c for c in harness.CASES if c.variant == "testing"] + [harness.CASES_BY_NAME["Ti/16"]]
+CASES = [c for c in cases.CASES if c.variant == "testing"] + [cases.CASES_BY_NAME["Ti/16"]]
 
 
 def _members(path: str | os.PathLike) -> list[tuple[str, bytes]]:
@@ -29,8 +29,8 @@ def _members(path: str | os.PathLike) -> list[tuple[str, bytes]]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_flax_npz_flax(case: harness.Case, tmp_path: Path) -> None:
-    params = harness.init_flax(case, 0)
+def test_flax_npz_flax(case: cases.Case, tmp_path: Path) -> None:
+    params = weights.init_flax(case, 0)
     checkpoint.save_npz(tmp_path / "a.npz", params)
     loaded = checkpoint.load_npz(tmp_path / "a.npz", scan=case.scan)
     want = checkpoint.npz_dict_to_params(checkpoint.params_to_npz_dict(params), scan=case.scan)
@@ -38,10 +38,10 @@ def test_flax_npz_flax(case: harness.Case, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_torch_npz_torch(case: harness.Case, tmp_path: Path) -> None:
-    model = harness.init_torch(case, 1)
+def test_torch_npz_torch(case: cases.Case, tmp_path: Path) -> None:
+    model = weights.init_torch(case, 1)
     convert.save_npz(model, tmp_path / "t.npz")
-    empty = harness.torch_model(case, empty=True)
+    empty = weights.torch_model(case, empty=True)
     loaded = convert.load_npz(empty, tmp_path / "t.npz").state_dict()
     want = model.state_dict()
     assert list(loaded) == list(want)
@@ -51,10 +51,10 @@ def test_torch_npz_torch(case: harness.Case, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_flax_npz_torch_npz_identical(case: harness.Case, tmp_path: Path) -> None:
-    params = harness.init_flax(case, 0)
+def test_flax_npz_torch_npz_identical(case: cases.Case, tmp_path: Path) -> None:
+    params = weights.init_flax(case, 0)
     checkpoint.save_npz(tmp_path / "flax.npz", params)
-    model = convert.load_npz(harness.torch_model(case, empty=True), tmp_path / "flax.npz")
+    model = convert.load_npz(weights.torch_model(case, empty=True), tmp_path / "flax.npz")
     convert.save_npz(model, tmp_path / "torch.npz")
     flax_file, torch_file = _members(tmp_path / "flax.npz"), _members(tmp_path / "torch.npz")
     assert [n for n, _ in torch_file] == [n for n, _ in flax_file]

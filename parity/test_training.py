@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity import harness, training
+from parity import cases, harness, training
 from parity.training import TrainPair
 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-@pytest.fixture(scope="module", params=[c for c in harness.CASES if c.train],
+@pytest.fixture(scope="module", params=[c for c in cases.CASES if c.train],
                 ids=lambda c: c.name)
 def result(request: pytest.FixtureRequest) -> TrainPair:
     """Gradients and optimizer steps of one case, computed once for this module."""

@@ -22,8 +22,9 @@ import optax
 import torch
 import torch.nn.functional as F
 
-from parity import harness
-from parity.harness import Case, Flat, Params
+from parity import harness, weights
+from parity.cases import Case
+from parity.weights import Flat, Params
 from vit_jax import checkpoint
 from vit_torch import convert
 from vit_torch.model import VisionTransformer as TorchViT
@@ -87,7 +88,7 @@ def random_labels(case: Case, seed: int) -> np.ndarray:
 @functools.cache
 def _flax_loss_grad_fn(case: Case) -> Callable[..., Any]:
     """Jitted (loss, grads) of the mean cross-entropy, built once per case."""
-    model = harness.flax_model(case)
+    model = weights.flax_model(case)
 
     def loss_fn(params: Params, images: jax.Array, labels: jax.Array) -> jax.Array:
         logits = model.apply({"params": params}, images)  # (B, classes)
@@ -149,7 +150,7 @@ def torch_loss_grad(model: TorchViT, images: np.ndarray, labels: np.ndarray
     loss = F.cross_entropy(model(harness.to_nchw(images)), torch.from_numpy(labels).long())
     loss.backward()
     grads = {k: p.grad for k, p in model.named_parameters()}
-    return loss.item(), harness.torch_to_npz(grads, model)
+    return loss.item(), weights.torch_to_npz(grads, model)
 
 
 def torch_train(model: TorchViT, name: str, grads: Sequence[Flat]) -> Flat:
@@ -168,7 +169,7 @@ def torch_train(model: TorchViT, name: str, grads: Sequence[Flat]) -> Flat:
         for key, g in convert.npz_to_state_dict(step_grads).items():
             params[key].grad = g
         opt.step()
-    return harness.torch_to_npz(model.state_dict(), model)
+    return weights.torch_to_npz(model.state_dict(), model)
 
 
 def step_excess(torch_p: np.ndarray, flax_p: np.ndarray, step: float) -> float:
@@ -247,9 +248,9 @@ def measure_training(case: Case, seed: int = 0) -> TrainPair:
     Flax back-propagates 1 + `SAME_GRAD_STEPS` − 1 times per optimizer (the first
     gradient is shared), torch once: its optimizer steps are fed gradients.
     """
-    images, labels = harness.random_images(case, seed), random_labels(case, seed)
-    params = harness.init_flax(case, seed)
-    model = harness.flax_to_torch(case, params)
+    images, labels = weights.random_images(case, seed), random_labels(case, seed)
+    params = weights.init_flax(case, seed)
+    model = weights.flax_to_torch(case, params)
     loss, grads = _flax_loss_grad_fn(case)(params, images, labels)
     torch_loss, torch_grads = torch_loss_grad(model, images, labels)
     own, same = {}, {}

@@ -1,10 +1,9 @@
 """Models, weights and inputs of the parity proof, and the trips through the `.npz` file.
 
-Builds a `parity.harness.Case` in both frameworks with identical random weights (the
+Builds a `parity.cases.Case` in both frameworks with identical random weights (the
 models' own initialisers plus noise on the constant leaves, see `randomise`), makes the
 random images, and moves weights Flax → `.npz` → torch and back, always through the
 files the two packages write (`checkpoint.save_npz` / `vit_torch.convert.save_npz`).
-`parity.harness` re-exports every name here.
 """
 
 from __future__ import annotations
@@ -14,19 +13,17 @@ import functools
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
+from parity.cases import Case
 from vit_jax import checkpoint, models
 from vit_torch import convert
 from vit_torch import model as torch_vit
-
-if TYPE_CHECKING:  # only annotations: parity.harness, which defines Case, imports this
-    from parity.harness import Case
 
 Flat = dict[str, np.ndarray]
 Params = dict[str, Any]  # a nested Flax parameter tree

@@ -1,12 +1,16 @@
 """vit_jax.models: shapes, options, variants and the clear errors of bad input."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, models
+from vit_jax import checkpoint, models, posemb
+from vit_jax.errors import ConfigError
+from vit_jax.variants import decode_variant
 
 # Parameter counts of the released 1000-class models (timm / official), 224² input.
 RELEASED_COUNTS = {
@@ -178,3 +182,163 @@ def test_unknown_variant_and_option():
         models.create_model("B/15", num_classes=2)
     with pytest.raises(TypeError, match="hidden_sise"):
         models.create_model("testing", num_classes=2, hidden_sise=3)
+
+
+# ------------------------------------------------ options: posemb sincos2d, classifier map
+def _big_vision_posemb_sincos_2d(h, w, width, temperature=10_000.0):
+    """big_vision `models/vit.py` `posemb_sincos_2d`, transcribed in jnp (float32)."""
+    y, x = jnp.mgrid[:h, :w]
+    omega = jnp.arange(width // 4) / (width // 4 - 1)
+    omega = 1.0 / (temperature**omega)
+    y = jnp.einsum("m,d->md", y.flatten(), omega)
+    x = jnp.einsum("m,d->md", x.flatten(), omega)
+    pe = jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
+    return jnp.asarray(pe, jnp.float32)[None, :, :]
+
+
+@pytest.mark.parametrize(("h", "w", "width"), [(14, 14, 768), (3, 5, 32), (24, 24, 384)])
+def test_sincos_table_is_big_vision_s(h, w, width):
+    """The numpy table both frameworks add equals big_vision's jnp formula to float32
+    round-off: the arguments x·ω reach h − 1, whose float32 ulp (≤ 2^-19 for h ≤ 24) the
+    two pow/sin/cos implementations may round differently; 4 of those ulps allowed."""
+    table = posemb.sincos_2d(h, w, width)
+    want = _big_vision_posemb_sincos_2d(h, w, width)
+    assert table.shape == want.shape == (1, h * w, width) and table.dtype == np.float32
+    ulp = np.spacing(np.float32(max(h, w)))
+    np.testing.assert_allclose(table, want, rtol=0, atol=4 * ulp)
+    # Token 1 is column 1 of row 0: sin(ω), cos(ω) in the x half, sin(0)=0, cos(0)=1 for y.
+    q = width // 4
+    np.testing.assert_array_equal(table[0, 1, 2 * q:], np.r_[np.zeros(q), np.ones(q)])
+
+
+def _learn_twin(variant, **options):
+    """(sincos2d model, the same model with a learned posemb) of one variant."""
+    fixed = models.create_model(variant, num_classes=3, posemb="sincos2d", **options)
+    return fixed, models.create_model(variant, num_classes=3, posemb="learn", **options)
+
+
+@pytest.mark.parametrize("classifier", ["token", "map"])  # prefix 1 and 0
+def test_sincos2d_is_a_fixed_posemb_on_the_patches_only(classifier):
+    """Same function as a learned posemb holding [0 (class token); table]: big_vision adds
+    the table to the patch tokens before prepending the class token (which has none)."""
+    fixed, learned = _learn_twin("testing", classifier=classifier)
+    params, images = _init(fixed)
+    params = _randomize(params)
+    assert "posembed_input" not in params["Transformer"]
+    prefix = 1 if classifier == "token" else 0
+    table = posemb.sincos_2d(8, 8, 32)  # 32² images, 4² patches
+    learned_params = {**params, "Transformer": {
+        **params["Transformer"],
+        "posembed_input": {"pos_embedding": np.pad(table, ((0, 0), (prefix, 0), (0, 0)))}}}
+    # Jitted: one compilation each instead of op-by-op dispatch (~4x faster here).
+    run_fixed, run_learned = (jax.jit(m.apply) for m in (fixed, learned))
+    np.testing.assert_allclose(run_fixed({"params": params}, images),
+                               run_learned({"params": learned_params}, images),
+                               rtol=1e-6, atol=1e-6)
+    # No parameter fixes the grid: any image size whose sides are multiples of P.
+    chex.assert_shape(run_fixed({"params": params}, jnp.zeros((1, 48, 24, 3))), (1, 3))
+
+
+def _map_head_reference(p, tokens, num_heads):
+    """big_vision's MAPHead written out: probe attends over the tokens, x + MLP(LN(x))."""
+    attn = p["MultiHeadDotProductAttention_0"]
+    b, _, d = tokens.shape
+    q = jnp.einsum("bnd,dkh->bnkh", jnp.broadcast_to(p["probe"], (b, 1, d)),
+                   attn["query"]["kernel"]) + attn["query"]["bias"]  # (B, 1, K, Dh)
+    k = jnp.einsum("bnd,dkh->bnkh", tokens, attn["key"]["kernel"]) + attn["key"]["bias"]
+    v = jnp.einsum("bnd,dkh->bnkh", tokens, attn["value"]["kernel"]) + attn["value"]["bias"]
+    w = jax.nn.softmax(jnp.einsum("bqkh,bvkh->bkqv", q, k) / np.sqrt(d // num_heads))
+    y = jnp.einsum("bkqv,bvkh->bqkh", w, v)  # (B, 1, K, Dh)
+    y = jnp.einsum("bqkh,khd->bqd", y, attn["out"]["kernel"]) + attn["out"]["bias"]  # (B, 1, D)
+    ln = p["LayerNorm_0"]
+    mu, var = y.mean(-1, keepdims=True), y.var(-1, keepdims=True)
+    z = (y - mu) / jnp.sqrt(var + 1e-6) * ln["scale"] + ln["bias"]
+    mlp = p["MlpBlock_0"]
+    z = jax.nn.gelu(z @ mlp["Dense_0"]["kernel"] + mlp["Dense_0"]["bias"], approximate=True)
+    return (y + z @ mlp["Dense_1"]["kernel"] + mlp["Dense_1"]["bias"])[:, 0]  # (B, D)
+
+
+def test_map_head_is_big_vision_attention_pooling():
+    model = models.create_model("testing", num_classes=3, classifier="map")
+    params, images = _init(model)
+    params = _randomize(params)
+    assert "cls" not in params  # big_vision: a class token only with pool_type "tok"
+    _, feats = model.apply({"params": params}, images, return_features=True)
+    chex.assert_shape(feats["encoded"], (2, 64, 32))
+    want = _map_head_reference(params["MAPHead_0"], feats["encoded"], num_heads=4)
+    np.testing.assert_allclose(feats["pre_logits"], want, rtol=1e-5, atol=1e-5)
+
+
+def _map_head_count(d, mlp):
+    """big_vision MAPHead: probe D; q, k, v, out 4·(D·D + D); LayerNorm 2D; MLP D·mlp + mlp
+    + mlp·D + D (the variant's mlp_dim, as big_vision passes it)."""
+    return d + 4 * (d * d + d) + 2 * d + 2 * d * mlp + mlp + d
+
+
+@pytest.mark.parametrize("variant", ["Ti/16", "B/16"])
+def test_option_parameter_counts_follow_big_vision(variant):
+    """Shapes only (`jax.eval_shape`): nothing is allocated."""
+    spec = decode_variant(variant)
+    d, tokens = spec.hidden_size, (224 // spec.patch_size) ** 2
+
+    def count(**options):
+        model = models.create_model(variant, num_classes=1000, **options)
+        return models.count_params(models.param_shapes(model, 224))
+
+    token = RELEASED_COUNTS[variant]
+    gap = token - d - d  # no class token, one posemb row fewer
+    assert count(classifier="gap") == gap
+    assert count(posemb="sincos2d") == token - (1 + tokens) * d  # no posemb parameter
+    assert count(classifier="map") == gap + _map_head_count(d, spec.mlp_dim)
+    assert count(classifier="map", posemb="sincos2d") == (
+        gap - tokens * d + _map_head_count(d, spec.mlp_dim))
+
+
+def test_map_head_keys_are_big_vision_s():
+    model = models.create_model("testing", num_classes=3, classifier="map")
+    shapes = {k: v.shape for k, v in checkpoint.flatten(models.param_shapes(model, 32)).items()
+              if k.startswith("MAPHead_0/")}
+    mha, d, mlp = "MAPHead_0/MultiHeadDotProductAttention_0/", 32, 64
+    want = {"MAPHead_0/probe": (1, 1, d), "MAPHead_0/LayerNorm_0/scale": (d,),
+            "MAPHead_0/LayerNorm_0/bias": (d,),
+            "MAPHead_0/MlpBlock_0/Dense_0/kernel": (d, mlp), "MAPHead_0/MlpBlock_0/Dense_0/bias":
+            (mlp,), "MAPHead_0/MlpBlock_0/Dense_1/kernel": (mlp, d),
+            "MAPHead_0/MlpBlock_0/Dense_1/bias": (d,), mha + "out/kernel": (4, 8, d),
+            mha + "out/bias": (d,)}
+    for name in ("query", "key", "value"):
+        want |= {f"{mha}{name}/kernel": (d, 4, 8), f"{mha}{name}/bias": (4, 8)}
+    assert shapes == want
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"classifier": "tok"}, "classifier must be one of"),
+    ({"posemb": "sincos"}, "posemb must be one of"),
+    ({"posemb": "sincos2d", "hidden_size": 30, "num_heads": 3}, "multiple of 4"),
+])
+def test_bad_option_values_are_config_errors(options, message):
+    model = models.create_model("testing", num_classes=2, **options)
+    with pytest.raises(ConfigError, match=message):
+        model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_torch_map_head_state_dict_is_timm_s():
+    """vit_torch's MAP model is timm's `global_pool="map"` ViT by name and function: its
+    state dict loads strictly into timm's and the logits are equal (exact GELU, timm's)."""
+    # Imported here: torch and timm are heavy and only this interop check needs them.
+    import timm.models.vision_transformer as timm_vit
+    import torch
+
+    from vit_torch.model import create_model as create_torch_model
+
+    torch.manual_seed(0)
+    ours = create_torch_model("testing", num_classes=5, img_size=32, classifier="map",
+                              gelu_approximate=False).eval()
+    ours.load_state_dict({k: v + 0.1 * torch.randn_like(v) for k, v in ours.state_dict().items()})
+    theirs = timm_vit.VisionTransformer(
+        img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
+        num_classes=5, class_token=False, global_pool="map",
+        norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(images), ours(images), rtol=1e-6, atol=1e-6)

@@ -3,8 +3,9 @@
 Pure model code: no files, datasets, devices or optimizers here. Module and parameter
 names equal the keys of the released checkpoints (`embedding`, `cls`,
 `Transformer/posembed_input`, `Transformer/encoderblock_{i}`, `Transformer/encoder_norm`,
-`pre_logits`, `head`), so `vit_jax.checkpoint` maps the official `.npz` files onto
-this tree with no renaming (only `scan=True` stacks the blocks on a leading axis).
+`pre_logits`, `head`; big_vision's `MAPHead_0` for the attention-pooling head), so
+`vit_jax.checkpoint` maps the official `.npz` files onto this tree with no renaming (only
+`scan=True` stacks the blocks on a leading axis).
 
 Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
 """
@@ -22,6 +23,8 @@ import numpy as np
 
 from vit_jax import ops
 from vit_jax.attention import dot_product_attention
+from vit_jax.errors import ConfigError
+from vit_jax.posemb import sincos_2d
 from vit_jax.variants import decode_variant
 
 Dtype = Any
@@ -116,13 +119,15 @@ class MlpBlock(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention with the official parameter layout.
+    """Multi-head attention with the official parameter layout (self-attention by default).
 
     `query`/`key`/`value` kernels are (D, K, Dh) and `out` is (K, Dh, D), as in
     `flax.linen.MultiHeadDotProductAttention`, which produced the released checkpoints.
     The attention itself is `vit_jax.attention.dot_product_attention`: by default a
     softmax attention with a hand-written backward, "xla" or "cudnn" for
-    `jax.nn.dot_product_attention` (cudnn: the GPU flash kernel).
+    `jax.nn.dot_product_attention` (cudnn: the GPU flash kernel). Given `kv`, the queries
+    come from `x` and the keys and values from `kv` (cross-attention, the MAP head's); only
+    the default implementation takes a query count different from the key count.
     """
 
     num_heads: int
@@ -132,8 +137,10 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, *, deterministic: bool, return_weights: bool = False
+        self, x: Array, kv: Array | None = None, *, deterministic: bool,
+        return_weights: bool = False,
     ) -> tuple[Array, Array | None]:
+        kv = x if kv is None else kv
         d = x.shape[-1]
         if d % self.num_heads:
             raise ValueError(f"hidden_size {d} is not divisible by num_heads {self.num_heads}.")
@@ -143,13 +150,13 @@ class MultiHeadAttention(nn.Module):
             dtype=self.dtype,
         )
         q = proj(name="query")(x)  # (B, N, K, Dh)
-        k = proj(name="key")(x)  # (B, N, K, Dh)
-        v = proj(name="value")(x)  # (B, N, K, Dh)
+        k = proj(name="key")(kv)  # (B, M, K, Dh), M = N for self-attention
+        v = proj(name="value")(kv)  # (B, M, K, Dh)
         weights = None
         if return_weights or (self.dropout_rate > 0.0 and not deterministic):
             # Explicit softmax(q·kᵀ/√Dh): needed to return the weights or to drop them out.
             logits = jnp.einsum("bqkh,bvkh->bkqv", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # (B, K, N, N)
+            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # (B, K, N, M)
             dropped = nn.Dropout(self.dropout_rate, broadcast_dims=())(
                 weights, deterministic=deterministic
             )
@@ -212,7 +219,12 @@ class Encoder1DBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Position embedding, `num_layers` blocks and the final LayerNorm (`Transformer`)."""
+    """Position embedding, `num_layers` blocks and the final LayerNorm (`Transformer`).
+
+    The position embedding is the learned `posembed_input` unless the caller passes a
+    fixed one (`fixed_posemb`, e.g. the sincos2d table): then the encoder has no posemb
+    parameter.
+    """
 
     num_layers: int
     num_heads: int
@@ -228,9 +240,13 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, *, train: bool, return_weights: bool = False
+        self, x: Array, *, train: bool, return_weights: bool = False,
+        fixed_posemb: np.ndarray | None = None,
     ) -> tuple[Array, list[Array], list[Array | None]]:
-        x = AddPositionEmbs(name="posembed_input")(x)
+        if fixed_posemb is None:
+            x = AddPositionEmbs(name="posembed_input")(x)  # (B, N, D)
+        else:
+            x = x + jnp.asarray(fixed_posemb, x.dtype)  # (B, N, D)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
         # Stochastic depth grows linearly with depth (DeiT / timm convention).
         drop_rates = np.linspace(0.0, self.stochastic_depth, self.num_layers).tolist()
@@ -266,6 +282,42 @@ class Encoder(nn.Module):
         return x, hidden_states, attn
 
 
+class MAPHead(nn.Module):
+    """Multi-head attention pooling: big_vision's `MAPHead`, the SigLIP image towers' head.
+
+    A learned probe (1, 1, D) attends over all tokens (`MultiHeadDotProductAttention_0`),
+    then a residual MLP on its LayerNorm: y = a + MLP(LN(a)). Returns the probe's token.
+    As in big_vision: the variant's heads and MLP width, xavier-uniform probe and
+    attention kernels, no dropout.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    gelu_approximate: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        b, _, d = x.shape
+        probe = self.param("probe", _xavier, (1, 1, d))
+        probe = jnp.broadcast_to(probe.astype(x.dtype), (b, 1, d))  # (B, 1, D)
+        # One query: the default attention (the padded cuDNN path assumes as many queries
+        # as keys), which is exact for any query count.
+        y, _ = MultiHeadAttention(
+            num_heads=self.num_heads, dtype=self.dtype, name="MultiHeadDotProductAttention_0"
+        )(probe, x, deterministic=True)  # (B, 1, D)
+        z = LayerNorm(dtype=self.dtype, name="LayerNorm_0")(y)
+        y = y + MlpBlock(
+            mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate, dtype=self.dtype,
+            name="MlpBlock_0",
+        )(z, deterministic=True)  # (B, 1, D)
+        return y[:, 0]  # (B, D)
+
+
+CLASSIFIERS = ("token", "gap", "map")
+POSEMBS = ("learn", "sincos2d")
+
+
 class VisionTransformer(nn.Module):
     """ViT: patches → tokens (+ class token, + position) → encoder → pool → head.
 
@@ -273,8 +325,13 @@ class VisionTransformer(nn.Module):
       num_classes: outputs of the head; 0 means no head (returns pre-logits features).
       patch_size: side P of the square patches; image sides must be multiples of it.
       hidden_size, num_layers, num_heads, mlp_dim: the transformer size (see variants.py).
-      classifier: "token" (class token, the paper's default) or "gap" (mean of all tokens
-        after the final LayerNorm, no class token).
+      classifier: "token" (class token, the paper's default), "gap" (mean of all tokens
+        after the final LayerNorm) or "map" (`MAPHead`: attention pooling by a learned
+        probe, as big_vision / SigLIP). Only "token" has a class token.
+      posemb: "learn" (a learned (1, N, D) embedding over every token, class token
+        included: the official ViT and its released weights) or "sincos2d" (the fixed
+        `vit_jax.posemb.sincos_2d` table, no parameter, any image size). sincos2d is added
+        to the patch tokens only, as big_vision does: the class token gets no position.
       representation_size: if set, a Dense+tanh "pre_logits" layer of this width before the
         head (the released ImageNet-21k models have it); None means identity.
       dropout_rate, attention_dropout_rate: dropout after MLP/attention, on attention weights.
@@ -296,6 +353,7 @@ class VisionTransformer(nn.Module):
     num_heads: int
     mlp_dim: int
     classifier: str = "token"
+    posemb: str = "learn"
     representation_size: int | None = None
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -330,25 +388,39 @@ class VisionTransformer(nn.Module):
         Returns:
           (B, num_classes) float32 logits, or (logits, features) with `return_features`.
         """
+        self._check_options()
         self._check_images(images)
         # --- forward_features: tokens through the encoder.
         x = PatchEmbed(self.hidden_size, self.patch_size, dtype=self.dtype, name="embedding")(
             images
         )  # (B, N, D)
-        if self.classifier == "token":
+        prefix = 1 if self.classifier == "token" else 0
+        if prefix:
             cls = self.param("cls", nn.initializers.zeros, (1, 1, self.hidden_size))
             cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.hidden_size))
             x = jnp.concatenate([cls, x], axis=1)  # (B, 1 + N, D)
         embedded = x
+        fixed_posemb = None
+        if self.posemb == "sincos2d":
+            grid = (images.shape[1] // self.patch_size, images.shape[2] // self.patch_size)
+            table = sincos_2d(*grid, self.hidden_size)  # (1, N, D)
+            # A zero row for the class token: the same sum as big_vision's posemb-then-cls.
+            fixed_posemb = np.pad(table, ((0, 0), (prefix, 0), (0, 0)))  # (1, prefix + N, D)
         encoded, hidden_states, attn = Encoder(
             num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
             dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth, gelu_approximate=self.gelu_approximate,
             attention_impl=self.attention_impl, remat=self.remat, scan=self.scan,
             dtype=self.dtype, name="Transformer",
-        )(x, train=train, return_weights=return_attention)
-        # --- pool: the class token, or the mean over tokens (after the final norm).
-        x = encoded[:, 0] if self.classifier == "token" else encoded.mean(axis=1)  # (B, D)
+        )(x, train=train, return_weights=return_attention, fixed_posemb=fixed_posemb)
+        # --- pool: the class token, the mean over tokens or MAP (after the final norm).
+        if self.classifier == "map":
+            x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                        gelu_approximate=self.gelu_approximate, dtype=self.dtype)(encoded)
+        elif self.classifier == "token":
+            x = encoded[:, 0]  # (B, D)
+        else:
+            x = encoded.mean(axis=1)  # (B, D)
         # --- forward_head: optional pre-logits, then the linear classifier.
         if self.representation_size is not None:
             x = nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x)
@@ -371,9 +443,18 @@ class VisionTransformer(nn.Module):
                 features[f"attention_{i}"] = w
         return logits, features
 
+    def _check_options(self) -> None:
+        if self.classifier not in CLASSIFIERS:
+            raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got "
+                              f"{self.classifier!r} (config.model.classifier).")
+        if self.posemb not in POSEMBS:
+            raise ConfigError(f"posemb must be one of {POSEMBS}, got {self.posemb!r} "
+                              "(config.model.posemb).")
+        if self.posemb == "sincos2d" and (self.hidden_size % 4 or self.hidden_size < 8):
+            raise ConfigError(f"posemb='sincos2d' needs a hidden_size that is a multiple of 4 "
+                              f"(and ≥ 8), got {self.hidden_size}; use posemb='learn'.")
+
     def _check_images(self, images: Array) -> None:
-        if self.classifier not in ("token", "gap"):
-            raise ValueError(f"classifier must be 'token' or 'gap', got {self.classifier!r}.")
         if images.ndim != 4:
             raise ValueError(f"Expected images of shape (B, H, W, 3), got {images.shape}.")
         _, h, w, c = images.shape

@@ -2,9 +2,12 @@
 
 Computes exactly the function of the Flax model (same options, same defaults, tanh GELU,
 LayerNorm eps 1e-6, "gap" pooling after the final norm), with timm's parameter names
-(`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`, ...), so timm users
-can read its state dicts. `vit_torch.convert` maps them onto the official `.npz` layout.
-No jax or flax import, directly or indirectly: the variant table is framework-free.
+(`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`, ...; the MAP head
+as timm's `AttentionPoolLatent`: `attn_pool.latent`, `attn_pool.q`, `attn_pool.kv`,
+`attn_pool.proj`, `attn_pool.norm`, `attn_pool.mlp.fc1/fc2`), so timm users can read its
+state dicts. `vit_torch.convert` maps them onto the official `.npz` layout.
+No jax or flax import, directly or indirectly: the variant table and the sincos2d
+position embedding (`vit_jax.posemb`) are numpy-only.
 
 Input is NCHW (B, 3, H, W); features are in the token layout (B, N, D) like the Flax model.
 Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
@@ -20,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vit_jax.errors import ConfigError
+from vit_jax.posemb import sincos_2d
 from vit_jax.variants import decode_variant
 
 LAYER_NORM_EPS = 1e-6
@@ -100,6 +105,35 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(x)))  # (B, N, D)
 
 
+class AttentionPool(nn.Module):
+    """Multi-head attention pooling (`MAPHead_0`), timm's `AttentionPoolLatent` layout.
+
+    A learned latent query (1, 1, D) attends over the tokens, then y = a + MLP(LN(a));
+    returns the latent's token. No dropout, as big_vision's `MAPHead`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, gelu_approximate: bool) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.latent = nn.Parameter(torch.zeros(1, 1, dim))
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, mlp_dim, 0.0, gelu_approximate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q = self.q(self.latent.expand(b, -1, -1))  # (B, 1, D)
+        q = q.reshape(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, K, 1, Dh)
+        kv = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim)  # (B, N, 2, K, Dh)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, K, N, Dh)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, K, 1, Dh)
+        y = self.proj(y.transpose(1, 2).reshape(b, 1, d))  # (B, 1, D)
+        y = y + self.mlp(self.norm(y))  # (B, 1, D)
+        return y[:, 0]  # (B, D)
+
+
 def _drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     """Stochastic depth: zeroes the whole residual branch of a random subset of samples."""
     if not training or rate == 0.0:
@@ -146,7 +180,8 @@ class VisionTransformer(nn.Module):
     """ViT: patches → tokens (+ class token, + position) → encoder → pool → head.
 
     The options mean what they mean in `vit_jax.models.VisionTransformer` (see there);
-    `img_size` (int or (H, W)) sizes the position embedding. Parameters follow timm's
+    `img_size` (int or (H, W)) sizes the learned position embedding (a "sincos2d" model
+    takes any image size: its table is made for each input's patch grid). Parameters follow timm's
     names; `init_weights` follows the official Flax initialisers.
     """
 
@@ -160,6 +195,7 @@ class VisionTransformer(nn.Module):
         num_heads: int,
         mlp_dim: int,
         classifier: str = "token",
+        posemb: str = "learn",
         representation_size: int | None = None,
         dropout_rate: float = 0.0,
         attention_dropout_rate: float = 0.0,
@@ -169,8 +205,13 @@ class VisionTransformer(nn.Module):
         img_size: int | tuple[int, int] = 224,
     ) -> None:
         super().__init__()
-        if classifier not in ("token", "gap"):
-            raise ValueError(f"classifier must be 'token' or 'gap', got {classifier!r}.")
+        if classifier not in ("token", "gap", "map"):
+            raise ConfigError(f"classifier must be 'token', 'gap' or 'map', got {classifier!r}.")
+        if posemb not in ("learn", "sincos2d"):
+            raise ConfigError(f"posemb must be 'learn' or 'sincos2d', got {posemb!r}.")
+        if posemb == "sincos2d" and (hidden_size % 4 or hidden_size < 8):
+            raise ConfigError(f"posemb='sincos2d' needs a hidden_size that is a multiple of 4 "
+                              f"(and ≥ 8), got {hidden_size}; use posemb='learn'.")
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if h % patch_size or w % patch_size:
             raise ValueError(f"img_size {h}x{w} is not divisible by the patch size {patch_size}.")
@@ -185,7 +226,10 @@ class VisionTransformer(nn.Module):
         self.cls_token = (
             nn.Parameter(torch.zeros(1, 1, hidden_size)) if classifier == "token" else None
         )
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, hidden_size))
+        # sincos2d: no parameter (`pos_embed` None), the fixed table is added in `_encode`.
+        self.pos_embed = (
+            nn.Parameter(torch.zeros(1, num_tokens, hidden_size)) if posemb == "learn" else None
+        )
         self.pos_drop = nn.Dropout(dropout_rate)
         # Stochastic depth grows linearly with depth (as np.linspace(0, rate, L) in Flax).
         rates = [stochastic_depth * i / max(num_layers - 1, 1) for i in range(num_layers)]
@@ -195,6 +239,10 @@ class VisionTransformer(nn.Module):
             for i in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
+        self.attn_pool = (
+            AttentionPool(hidden_size, num_heads, mlp_dim, gelu_approximate)
+            if classifier == "map" else None
+        )
         width = hidden_size if representation_size is None else representation_size
         self.pre_logits = (
             nn.Identity() if representation_size is None
@@ -212,7 +260,8 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(proj.bias)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
-        nn.init.normal_(self.pos_embed, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed, std=0.02)
         for blk in self.blocks:
             # Flax's q/k/v kernels are (D, K, Dh), each initialised as a flat (D, D) matrix.
             for part in blk.attn.qkv.weight.chunk(3, dim=0):  # 3 × (D, D) views
@@ -228,6 +277,18 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(ln.bias)
         nn.init.ones_(self.norm.weight)
         nn.init.zeros_(self.norm.bias)
+        if self.attn_pool is not None:  # big_vision's MAPHead: xavier probe and kernels
+            pool = self.attn_pool
+            _xavier_square_(pool.latent, 1, d)  # flax fans of a (1, 1, D) param: 1 and D
+            for part in (pool.q.weight, *pool.kv.weight.chunk(2, dim=0), pool.proj.weight):
+                _xavier_square_(part, d, d)
+            for bias in (pool.q.bias, pool.kv.bias, pool.proj.bias):
+                nn.init.zeros_(bias)
+            nn.init.ones_(pool.norm.weight)
+            nn.init.zeros_(pool.norm.bias)
+            for fc in (pool.mlp.fc1, pool.mlp.fc2):
+                nn.init.xavier_uniform_(fc.weight)
+                nn.init.normal_(fc.bias, std=1e-6)
         if isinstance(self.pre_logits, PreLogits):  # flax nn.Dense defaults
             _lecun_normal_(self.pre_logits.fc.weight, fan_in=d)
             nn.init.zeros_(self.pre_logits.fc.bias)
@@ -247,7 +308,7 @@ class VisionTransformer(nn.Module):
         p = self.patch_size
         if h % p or w % p:
             raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {p}.")
-        if (h // p, w // p) != self.grid_size:
+        if self.pos_embed is not None and (h // p, w // p) != self.grid_size:
             raise ValueError(
                 f"Images of {h}x{w} give a {h // p}x{w // p} patch grid, but the position "
                 f"embedding is for a {self.grid_size[0]}x{self.grid_size[1]} grid "
@@ -262,12 +323,21 @@ class VisionTransformer(nn.Module):
     ) -> Tensor:
         """Images → tokens after the final norm; fills `features` if given."""
         self._check_images(x)
+        images = x
         x = self.patch_embed(x)  # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
         if features is not None:
             features["embedded"] = x  # before the position embedding, as Flax's `embedded`
-        x = self.pos_drop(x + self.pos_embed)  # (B, N, D)
+        if self.pos_embed is not None:
+            posemb = self.pos_embed  # (1, N, D)
+        else:
+            # big_vision adds sincos2d to the patch tokens only: a zero row for the class token.
+            grid = (images.shape[2] // self.patch_size, images.shape[3] // self.patch_size)
+            table = torch.tensor(sincos_2d(*grid, self.hidden_size), device=x.device)
+            # float32 like `pos_embed`, so that autocast promotes the sum alike in both cases.
+            posemb = F.pad(table, (0, 0, self.num_prefix_tokens, 0))  # (1, N, D)
+        x = self.pos_drop(x + posemb)  # (B, N, D)
         for i, blk in enumerate(self.blocks):
             x, weights = blk(x, return_weights=return_attention)  # (B, N, D)
             if features is not None:
@@ -284,11 +354,13 @@ class VisionTransformer(nn.Module):
         return self._encode(x)
 
     def pool(self, x: Tensor) -> Tensor:
-        """Args: x: (B, N, D) normed tokens. Returns: (B, D) the class token or the mean.
+        """Args: x: (B, N, D) normed tokens. Returns: (B, D) the class token, mean or MAP.
 
         "gap" averages tokens that have already gone through the final norm (the official
         code); timm's avg-pool ViTs instead pool first and norm after (`fc_norm`).
         """
+        if self.attn_pool is not None:
+            return self.attn_pool(x)  # (B, D)
         return x[:, 0] if self.classifier == "token" else x.mean(dim=1)  # (B, D)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

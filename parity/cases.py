@@ -1,0 +1,65 @@
+"""What the parity proof compares: one `Case` per configuration, and the case lists.
+
+A leaf module (no parity imports): `parity.weights` builds a case's models and weights,
+`parity.harness` and `parity.training` measure them, the tests and `python -m parity`
+pick cases from the lists here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One configuration compared across the two frameworks.
+
+    Attributes:
+      name: row label of the report and pytest id.
+      variant: a `vit_jax.variants` name.
+      image_size: side of the square images.
+      batch: images per batch (2 for the real variants: the suite runs on 2 CPU cores).
+      options: `VisionTransformer` options both frameworks share (classifier, ...).
+      scan: build the Flax model with `nn.scan` (a Flax-only layout; torch has none).
+      train: also compare gradients and optimizer steps (kept to small models: time).
+      num_classes: size of the head.
+    """
+
+    name: str
+    variant: str
+    image_size: int
+    batch: int
+    options: tuple[tuple[str, Any], ...] = ()
+    scan: bool = False
+    train: bool = False
+    num_classes: int = 10
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The shared options as keyword arguments of both `create_model`s."""
+        return dict(self.options)
+
+
+_EXACT, _GAP = (("gelu_approximate", False),), (("classifier", "gap"),)
+CASES: tuple[Case, ...] = (
+    Case("testing", "testing", 32, 4, train=True),
+    Case("testing/exact-gelu", "testing", 32, 4, _EXACT, train=True),
+    Case("testing/gap", "testing", 32, 4, _GAP, train=True),
+    Case("testing/rep", "testing", 32, 4, (("representation_size", 24),), train=True),
+    Case("testing/scan", "testing", 32, 4, scan=True),
+    Case("Ti/16", "Ti/16", 224, 2, train=True, num_classes=1000),
+    Case("Ti/16/exact-gelu", "Ti/16", 224, 2, _EXACT, num_classes=1000),
+    Case("S/16", "S/16", 224, 2, num_classes=1000),
+    Case("S/16/gap", "S/16", 224, 2, _GAP, num_classes=1000),
+    Case("B/16", "B/16", 224, 2, num_classes=1000),
+    Case("B/32", "B/32", 224, 2, num_classes=1000),
+    # The released ImageNet-21k models' head: a tanh pre-logits layer as wide as the model.
+    Case("S/32/rep", "S/32", 224, 2, (("representation_size", 384),), num_classes=1000),
+)
+CASES_BY_NAME = {c.name: c for c in CASES}
+# Position-embedding resize 224 → 384: a class-token model and a "gap" one (no prefix).
+RESIZE_CASES = (CASES_BY_NAME["Ti/16"], Case("testing-p16/gap", "testing", 224, 2,
+                                             (("patch_size", 16), *_GAP)))
+BF16_CASES = (CASES_BY_NAME["testing"], CASES_BY_NAME["Ti/16"])
+RESIZE_TO = 384
