@@ -42,12 +42,19 @@ class Case:
 
 
 _EXACT, _GAP = (("gelu_approximate", False),), (("classifier", "gap"),)
+_MAP, _SINCOS = (("classifier", "map"),), (("posemb", "sincos2d"),)
 CASES: tuple[Case, ...] = (
     Case("testing", "testing", 32, 4, train=True),
     Case("testing/exact-gelu", "testing", 32, 4, _EXACT, train=True),
     Case("testing/gap", "testing", 32, 4, _GAP, train=True),
     Case("testing/rep", "testing", 32, 4, (("representation_size", 24),), train=True),
     Case("testing/scan", "testing", 32, 4, scan=True),
+    # big_vision's options: the fixed sin-cos posemb (class token without position) and
+    # the MAP head (no class token), alone and together.
+    Case("testing/sincos2d", "testing", 32, 4, _SINCOS, train=True),
+    Case("testing/gap-sincos2d", "testing", 32, 4, (*_GAP, *_SINCOS)),
+    Case("testing/map", "testing", 32, 4, _MAP, train=True),
+    Case("testing/map-sincos2d", "testing", 32, 4, (*_MAP, *_SINCOS), train=True),
     Case("Ti/16", "Ti/16", 224, 2, train=True, num_classes=1000),
     Case("Ti/16/exact-gelu", "Ti/16", 224, 2, _EXACT, num_classes=1000),
     Case("S/16", "S/16", 224, 2, num_classes=1000),
@@ -56,6 +63,9 @@ CASES: tuple[Case, ...] = (
     Case("B/32", "B/32", 224, 2, num_classes=1000),
     # The released ImageNet-21k models' head: a tanh pre-logits layer as wide as the model.
     Case("S/32/rep", "S/32", 224, 2, (("representation_size", 384),), num_classes=1000),
+    # big_vision's ImageNet-1k S/16 baseline (gap + sincos2d) and a MAP-head model.
+    Case("S/16/gap-sincos2d", "S/16", 224, 2, (*_GAP, *_SINCOS), num_classes=1000),
+    Case("Ti/16/map", "Ti/16", 224, 2, _MAP, num_classes=1000),
 )
 CASES_BY_NAME = {c.name: c for c in CASES}
 # Position-embedding resize 224 → 384: a class-token model and a "gap" one (no prefix).

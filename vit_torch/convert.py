@@ -29,6 +29,8 @@ from vit_jax.variants import VARIANTS, decode_variant
 from vit_torch.model import VisionTransformer
 
 _ATTN = "MultiHeadDotProductAttention_1"
+_MAP = "MAPHead_0/"  # big_vision's attention-pooling head (classifier="map")
+_POSEMB = "Transformer/posembed_input/pos_embedding"
 # Block index of an npz, timm or HF key.
 _BLOCK = re.compile(r"^(?:Transformer/encoderblock_|blocks\.|(?:vit\.)?encoder\.layer\.)(\d+)[/.]")
 
@@ -44,8 +46,9 @@ class Dims:
     head_dim: int | None
     mlp: int
     layers: int
-    tokens: int
+    tokens: int | None  # learned posemb tokens; None: posemb="sincos2d" (no parameter)
     cls: bool
+    map_head: bool  # classifier="map": MAPHead_0 ⇄ attn_pool
     rep: int | None  # pre-logits width, None without the layer
     classes: int | None  # None without a head
 
@@ -60,15 +63,17 @@ _TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
     "conv": (lambda a: a[0].transpose(3, 2, 0, 1), lambda t, d: (t.transpose(2, 3, 1, 0),)),
     # dense kernel (in, out) ⇄ weight (out, in)
     "dense": (lambda a: a[0].T, lambda t, d: (t.T,)),
-    # query/key/value kernels 3 × (D, K, Dh) ⇄ fused qkv weight (3D, D)
+    # n of the query/key/value kernels, n × (D, K, Dh) ⇄ fused weight (nD, D): qkv (n=3),
+    # the MAP head's kv (2) and q (1)
     "qkv": (
         lambda a: np.concatenate([k.reshape(k.shape[0], -1).T for k in a]),
-        lambda t, d: tuple(w.T.reshape(d.width, d.heads, d.head_dim) for w in np.split(t, 3)),
+        lambda t, d: tuple(w.T.reshape(d.width, d.heads, d.head_dim)
+                           for w in np.split(t, len(t) // d.width)),
     ),
-    # query/key/value biases 3 × (K, Dh) ⇄ fused qkv bias (3D,)
+    # n of the query/key/value biases, n × (K, Dh) ⇄ fused bias (nD,)
     "qkv_bias": (
         lambda a: np.concatenate([b.reshape(-1) for b in a]),
-        lambda t, d: tuple(b.reshape(d.heads, d.head_dim) for b in np.split(t, 3)),
+        lambda t, d: tuple(b.reshape(d.heads, d.head_dim) for b in np.split(t, len(t) // d.width)),
     ),
     # out kernel (K, Dh, D) ⇄ proj weight (D, D): flatten the (K, Dh) input axes, transpose
     "out": (
@@ -92,7 +97,7 @@ class Pair:
     npz_keys: tuple[str, ...]
     npz_shape: tuple[int, ...]  # of each npz key
     transform: str
-    hf_keys: tuple[str, ...]
+    hf_keys: tuple[str, ...] = ()  # none: no HF equivalent (the MAP head)
 
 
 def key_map(dims: Dims) -> list[Pair]:
@@ -109,10 +114,10 @@ def key_map(dims: Dims) -> list[Pair]:
     e = "embeddings."
     pairs = [Pair("cls_token", (1, 1, D), ("cls",), (1, 1, D), "copy", (e + "cls_token",))
              ] if dims.cls else []
-    pos = (1, dims.tokens, D)
+    if dims.tokens is not None:  # None: a fixed sin-cos posemb (no parameter)
+        pos = (1, dims.tokens, D)
+        pairs += [Pair("pos_embed", pos, (_POSEMB,), pos, "copy", (e + "position_embeddings",))]
     pairs += [
-        Pair("pos_embed", pos, ("Transformer/posembed_input/pos_embedding",), pos, "copy",
-             (e + "position_embeddings",)),
         Pair("patch_embed.proj.weight", (D, C, P, P), ("embedding/kernel",), (P, P, C, D), "conv",
              (e + "patch_embeddings.projection.weight",)),
         Pair("patch_embed.proj.bias", (D,), ("embedding/bias",), (D,), "copy",
@@ -154,6 +159,8 @@ def key_map(dims: Dims) -> list[Pair]:
         Pair("norm.bias", (D,), ("Transformer/encoder_norm/bias",), (D,), "copy",
              ("layernorm.bias",)),
     ]
+    if dims.map_head:
+        pairs += map_head_pairs(dims)
     width = D
     if dims.rep is not None:  # HF: the pooler of a ViTModel (dense + tanh on the class token)
         R = width = dims.rep
@@ -171,6 +178,33 @@ def key_map(dims: Dims) -> list[Pair]:
             Pair("head.bias", (N,), ("head/bias",), (N,), "copy", ("classifier.bias",)),
         ]
     return pairs
+
+
+def map_head_pairs(dims: Dims) -> list[Pair]:
+    """The MAP head's pairs: big_vision's `MAPHead_0` ⇄ timm's `AttentionPoolLatent` names.
+
+    As timm's `_load_weights` maps SigLIP checkpoints: the probe is the latent query, the
+    query kernel the `q` projection, key and value kernels the fused `kv` (key first).
+    """
+    D, K, Dh, M = dims.width, dims.heads, dims.head_dim, dims.mlp
+    t, n = "attn_pool.", _MAP
+    a = n + "MultiHeadDotProductAttention_0/"
+    kv = (a + "key/", a + "value/")
+    return [
+        Pair(t + "latent", (1, 1, D), (n + "probe",), (1, 1, D), "copy"),
+        Pair(t + "q.weight", (D, D), (a + "query/kernel",), (D, K, Dh), "qkv"),
+        Pair(t + "q.bias", (D,), (a + "query/bias",), (K, Dh), "qkv_bias"),
+        Pair(t + "kv.weight", (2 * D, D), tuple(x + "kernel" for x in kv), (D, K, Dh), "qkv"),
+        Pair(t + "kv.bias", (2 * D,), tuple(x + "bias" for x in kv), (K, Dh), "qkv_bias"),
+        Pair(t + "proj.weight", (D, D), (a + "out/kernel",), (K, Dh, D), "out"),
+        Pair(t + "proj.bias", (D,), (a + "out/bias",), (D,), "copy"),
+        Pair(t + "norm.weight", (D,), (n + "LayerNorm_0/scale",), (D,), "copy"),
+        Pair(t + "norm.bias", (D,), (n + "LayerNorm_0/bias",), (D,), "copy"),
+        Pair(t + "mlp.fc1.weight", (M, D), (n + "MlpBlock_0/Dense_0/kernel",), (D, M), "dense"),
+        Pair(t + "mlp.fc1.bias", (M,), (n + "MlpBlock_0/Dense_0/bias",), (M,), "copy"),
+        Pair(t + "mlp.fc2.weight", (D, M), (n + "MlpBlock_0/Dense_1/kernel",), (M, D), "dense"),
+        Pair(t + "mlp.fc2.bias", (D,), (n + "MlpBlock_0/Dense_1/bias",), (D,), "copy"),
+    ]
 
 
 def _size(shapes: Mapping[str, tuple[int, ...]], candidates: list[tuple[str, int]]) -> int:
@@ -212,8 +246,9 @@ def npz_dims(shapes: Mapping[str, tuple[int, ...]]) -> Dims:
         mlp=_size(shapes, [(n + "MlpBlock_3/Dense_0/kernel", 1),
                            (n + "MlpBlock_3/Dense_0/bias", 0)]),
         layers=_num_layers(list(shapes)),
-        tokens=_size(shapes, [("Transformer/posembed_input/pos_embedding", 1)]),
+        tokens=_size(shapes, [(_POSEMB, 1)]) if _POSEMB in shapes else None,
         cls="cls" in shapes,
+        map_head=any(k.startswith(_MAP) for k in shapes),
         rep=_optional_size(shapes, "pre_logits/", [("pre_logits/kernel", 1),
                                                    ("pre_logits/bias", 0)]),
         classes=_optional_size(shapes, "head/", [("head/kernel", 1), ("head/bias", 0)]),
@@ -234,8 +269,9 @@ def torch_dims(shapes: Mapping[str, tuple[int, ...]], num_heads: int | None) -> 
         width=width, heads=num_heads, head_dim=_head_dim(width, num_heads),
         mlp=_size(shapes, [("blocks.0.mlp.fc1.weight", 0), ("blocks.0.mlp.fc1.bias", 0)]),
         layers=_num_layers(list(shapes)),
-        tokens=_size(shapes, [("pos_embed", 1)]),
+        tokens=_size(shapes, [("pos_embed", 1)]) if "pos_embed" in shapes else None,
         cls="cls_token" in shapes,
+        map_head=any(k.startswith("attn_pool.") for k in shapes),
         rep=_optional_size(shapes, "pre_logits.", [("pre_logits.fc.weight", 0),
                                                    ("pre_logits.fc.bias", 0)]),
         classes=_optional_size(shapes, "head.", [("head.weight", 0), ("head.bias", 0)]),
@@ -264,6 +300,7 @@ def hf_dims(shapes: Mapping[str, tuple[int, ...]], num_heads: int) -> Dims:
         layers=_num_layers(list(shapes)),
         tokens=_size(shapes, [(p + "embeddings.position_embeddings", 1)]),
         cls=True,  # HF's ViT always has one; a missing one is a missing-key error
+        map_head=False,  # HF's ViT has no attention-pooling head
         rep=_optional_size(shapes, p + "pooler.", [(p + "pooler.dense.weight", 0),
                                                    (p + "pooler.dense.bias", 0)]),
         classes=_optional_size(shapes, "classifier.", [("classifier.weight", 0),
@@ -301,7 +338,6 @@ _TIMM_REFUSED = (
     (r"\.attn\.[qk]_norm\.", "timm's q/k normalisation (qk_norm=True)"),
     (r"\.(attn|mlp)\.norm\.", "timm's extra attention/MLP norm (scale_attn/mlp_norm)"),
     (r"^patch_embed\.norm\.", "timm's patch-embedding norm"),
-    (r"^attn_pool\.", "timm's attention pooling (global_pool='map' or 'prr')"),
 )
 
 
@@ -408,13 +444,18 @@ def check_hf_compatible(dims: Dims) -> None:
     """Refuses the official models that HF's ViT classes cannot hold.
 
     Raises:
-      CheckpointError: a "gap" model (HF's ViT always pools the class token), or a
+      CheckpointError: a "gap" or "map" model (HF's ViT always pools the class token), a
+        fixed sin-cos posemb (HF's is learned), or a
         pre-logits layer together with a head (HF has the layer only as `ViTModel`'s
         pooler, without a classifier).
     """
     if not dims.cls:
-        raise CheckpointError("Cannot convert a 'gap' model (no class token) to Hugging Face: "
-                              "its ViT classes always pool the class token.")
+        kind = "'map' (attention-pooling head)" if dims.map_head else "'gap'"
+        raise CheckpointError(f"Cannot convert a {kind} model (no class token) to Hugging "
+                              "Face: its ViT classes always pool the class token.")
+    if dims.tokens is None:
+        raise CheckpointError("Cannot convert a posemb='sincos2d' model to Hugging Face: its "
+                              "ViT classes have a learned position embedding only.")
     if dims.rep is not None and dims.classes is not None:
         raise CheckpointError(
             "Cannot convert a model with both pre_logits and a head to Hugging Face: its "
@@ -521,11 +562,12 @@ def load_npz(
       CheckpointError: unreadable file, or any key/shape that does not fit the model.
     """
     flat = read_npz(path)
-    key = "Transformer/posembed_input/pos_embedding"
-    want = tuple(model.pos_embed.shape)
-    # Only a grid change is resizable; a class-token mismatch is left to the key check below.
+    key = _POSEMB
+    want = tuple(model.pos_embed.shape) if model.pos_embed is not None else None
+    # Only a grid change is resizable; a class-token mismatch is left to the key check below,
+    # and so is a learned posemb in the file for a sincos2d model (want None).
     same_prefix = ("cls" in flat) == (model.cls_token is not None)
-    if key in flat and flat[key].shape != want and same_prefix:
+    if key in flat and want is not None and flat[key].shape != want and same_prefix:
         if not resize:
             raise CheckpointError(
                 f"{path}: the position embedding has shape {flat[key].shape} but the model "
