@@ -20,10 +20,10 @@ import jax
 import numpy as np
 import pytest
 from _train_subprocess import Trainer, subprocess_env, train_flags
-from conftest import tiny_digits_config
+from conftest import assert_bit_identical, tiny_digits_config
 from jax.sharding import PartitionSpec
 
-from vit_jax import optim, parallel, train
+from vit_jax import models, optim, parallel, train
 from vit_jax.state import TrainState
 
 # The digits config at 8x8, global batch 32, a loss logged at every step, checkpoints at
@@ -91,6 +91,22 @@ def test_fsdp_keeps_an_eighth_of_the_state_bytes_per_device(digits_dir):
     assert whole == {(), (10,)}
     ratio = per_device["fsdp"] / per_device["jit"]
     assert 1 / 8 <= ratio < 1 / 8 * 1.01, per_device
+
+
+def test_fsdp_places_released_weights_shard_by_shard(digits_dir):
+    """Fine-tuning: host (numpy) weights land in their fsdp shards with their values."""
+    config = tiny_digits_config(digits_dir, **RUN, parallelism="fsdp")
+    model = train.create_model(config, num_classes=10)
+    tx, _ = optim.create_optimizer(config, config.num_train_steps)
+    rng = np.random.default_rng(0)
+    pretrained = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype),
+                              models.param_shapes(model, config.image_size))
+    layout = parallel.create_layout(config)
+    state = layout.init_state(
+        lambda p: TrainState.create(model, tx, config, pretrained=p), pretrained)
+    assert_bit_identical(jax.device_get(state.params), pretrained)
+    for x in jax.tree.leaves(state):
+        assert x.sharding.spec == parallel.fsdp_spec(x.shape, 8)
 
 
 @pytest.fixture(scope="module")

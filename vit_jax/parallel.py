@@ -121,6 +121,10 @@ class JitLayout(Layout):
     def init_state(self, init_fn: Callable[[Any], Any], pretrained: Any) -> Any:
         # Built directly in its final sharding: never a full copy on one device first.
         shardings = self._plan(jax.eval_shape(init_fn, pretrained))
+        if pretrained is not None:  # host arrays: each device gets only its own shard
+            pretrained = jax.tree.map(
+                lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
+                pretrained, shardings.params)
         return jax.jit(init_fn, out_shardings=shardings)(pretrained)
 
     def restore_target(self, state_shapes: Any) -> Any:
