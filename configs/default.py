@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.reinit_head = True  # new head (zeros) for the new class count
 
     # --- Parallelism, logging, checkpoints.
-    config.parallelism = "jit"  # "jit" (sharded over a device mesh) | "pmap"
+    config.parallelism = "jit"  # "jit" (batch over a mesh) | "fsdp" (+ state split) | "pmap"
     config.log_every_steps = 10
     config.eval_every_steps = 0  # 0: only at the end
     config.checkpoint_every_steps = 50

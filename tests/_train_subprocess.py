@@ -68,7 +68,7 @@ class Trainer:
     """
 
     def __init__(self, flags: list[str], *, log_path: str, env: dict[str, str],
-                 timeout: float = 240.0, module: bool = False) -> None:
+                 timeout: float = 600.0, module: bool = False) -> None:
         entry = ["-m", "vit_jax.train"] if module else [SCRIPT]
         self.log_path = log_path
         self.deadline = time.monotonic() + timeout

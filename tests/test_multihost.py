@@ -4,8 +4,10 @@ Both runs are the real CLI in subprocesses with the same global batch and seed: 
 2-process run (`--coordinator_address 127.0.0.1:PORT --num_processes 2 --process_id i`)
 and a single process with 2 fake CPU devices, the same 2-way data-parallel computation.
 Their final parameters are compared bit for bit (they are equal: the gradient all-reduce
-over 2 participants is the same sum either way). A second test stops a 2-process run
-with SIGTERM (JAX's preemption notifier picks a step both processes reach) and resumes it.
+over 2 participants is the same sum either way). The tests of what depends on the layout
+run under "jit" (replicated state) and "fsdp" (state split over the 2 devices, so each
+process holds and checkpoints half of it). A last test stops a 2-process run with SIGTERM
+(JAX's preemption notifier picks a step both processes reach) and resumes it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ RUN: dict[str, Any] = dict(
     log_every_steps=8, sync_every_steps=4, eval_every_steps=0, eval_split="",
     test_split="test",  # evaluated at the end: checks the per-process eval rows and padding
 )
+# `two_runs` under the layouts a test is about; "fsdp" is marked slow. Every user of the
+# fixture names its layouts: a test without would start the same "jit" runs a second time.
+EVERY_MESH_LAYOUT = pytest.mark.parametrize(
+    "two_runs", ["jit", pytest.param("fsdp", marks=pytest.mark.slow)], indirect=True)
+JIT_ONLY = pytest.mark.parametrize("two_runs", ["jit"], indirect=True)
 # The same run (the fields changed here change no number), logged at every step.
 PREEMPTED_RUN = RUN | dict(log_every_steps=1, sync_every_steps=1, checkpoint_every_steps=20)
 
@@ -91,15 +98,19 @@ def jax_cache(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, digits_dir, jax_cache):
-    """The 2-process run and the 1-process, 2-device run, side by side (3 processes)."""
-    root = tmp_path_factory.mktemp("multihost")
+def two_runs(request, tmp_path_factory, digits_dir, jax_cache):
+    """The 2-process run and the 1-process, 2-device run, side by side (3 processes).
+
+    Under the `config.parallelism` given by indirect parametrization (`EVERY_MESH_LAYOUT`).
+    """
+    run = RUN | dict(parallelism=request.param)
+    root = tmp_path_factory.mktemp(f"multihost_{run['parallelism']}")
     multi, single = str(root / "multi"), str(root / "single")
     procs = []
     try:
-        procs = multihost(train_flags(multi, digits_dir, **RUN), root, "proc",
+        procs = multihost(train_flags(multi, digits_dir, **run), root, "proc",
                           subprocess_env(1, jax_cache))
-        procs.append(Trainer(train_flags(single, digits_dir, **RUN),
+        procs.append(Trainer(train_flags(single, digits_dir, **run),
                              log_path=str(root / "single.log"), env=subprocess_env(2, jax_cache)))
         for p in procs:
             assert p.wait() == 0, p.tail()
@@ -109,6 +120,7 @@ def two_runs(tmp_path_factory, digits_dir, jax_cache):
     return root, multi, single, procs
 
 
+@EVERY_MESH_LAYOUT
 def test_two_processes_train_exactly_like_one_process_with_two_devices(two_runs):
     _, multi, single, procs = two_runs
     assert "2 process(es), 2 cpu device(s)" in procs[0].output()
@@ -125,6 +137,7 @@ def test_two_processes_train_exactly_like_one_process_with_two_devices(two_runs)
     assert multi_metrics["train"]["loss"] == single_metrics["train"]["loss"]
 
 
+@JIT_ONLY
 def test_only_process_0_writes_metrics_config_and_history(two_runs):
     root, multi, _, procs = two_runs
     mine = {"metrics.json", "config.json.tmp", "history.jsonl"}  # config.json: tmp + rename
@@ -137,6 +150,7 @@ def test_only_process_0_writes_metrics_config_and_history(two_runs):
     assert "step     16/16" in procs[0].output() and "step     16/16" not in procs[1].output()
 
 
+@EVERY_MESH_LAYOUT
 def test_both_processes_write_each_checkpoint(two_runs):
     _, multi, _, _ = two_runs
     assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["16", "8"]
@@ -147,6 +161,7 @@ def test_both_processes_write_each_checkpoint(two_runs):
         assert os.path.exists(os.path.join(state, "..", "commit_success.txt"))
 
 
+@EVERY_MESH_LAYOUT
 def test_multihost_workdir_loads_for_inference(two_runs):
     """One process loads what 2 processes saved (orbax's saved sharding names their devices)."""
     _, multi, _, _ = two_runs
@@ -154,6 +169,7 @@ def test_multihost_workdir_loads_for_inference(two_runs):
     assert_bit_identical(loaded.params, load_params(multi))
 
 
+@JIT_ONLY
 @pytest.mark.slow
 def test_sigterm_stops_both_processes_at_one_step_and_they_resume(
         two_runs, digits_dir, jax_cache, tmp_path):

@@ -1,4 +1,4 @@
-"""The real train_and_evaluate on a tiny model: loss falls, files appear, resume, jit==pmap."""
+"""The real train_and_evaluate on a tiny model: loss falls, files appear, resume, layouts agree."""
 
 import json
 import os
@@ -68,7 +68,8 @@ def test_workdir_of_another_config_is_refused(trained):
 def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
     runs = {}
     for name, kw in [("jit", {}), ("pmap", {"parallelism": "pmap"}),
-                     ("accum", {"grad_accum_steps": accum})]:
+                     ("accum", {"grad_accum_steps": accum}),
+                     ("fsdp_accum", {"parallelism": "fsdp", "grad_accum_steps": accum})]:
         # SGD: Adam would amplify float noise in the exactly-zero gradient of the attention
         # key bias (softmax ignores it) into lr-sized differences between layouts.
         config = tiny_digits_config(digits_dir, num_train_steps=5, checkpoint_every_steps=5,
@@ -76,7 +77,7 @@ def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
         train.train_and_evaluate(config, str(tmp_path / name))
         runs[name] = _params(str(tmp_path / name))
     assert jax.device_count() == 8  # conftest: 8 fake CPU devices
-    for name in ("pmap", "accum"):
+    for name in ("pmap", "accum", "fsdp_accum"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                      runs[name], runs["jit"])
 

@@ -1,8 +1,7 @@
 """The optimizer and learning-rate schedule of a training config (optax).
 
 `create_optimizer(config, total_steps)` returns the gradient transformation that
-`vit_jax.train.make_train_step` applies and the schedule it reports; `vit_jax.train`
-re-exports both functions.
+`vit_jax.steps.make_train_step` applies and the schedule it reports.
 """
 
 from __future__ import annotations

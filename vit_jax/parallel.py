@@ -1,15 +1,20 @@
-"""The one place where the parallel layout is chosen: "jit" (mesh) or "pmap".
+"""The one place where the parallel layout is chosen: "jit", "fsdp" or "pmap".
 
-Both layouts run the same `train_step` body. "jit" shards the batch over a 1-D
+All three run the same `train_step` body. "jit" shards the batch over a 1-D
 `Mesh(devices, ("data",))` and replicates the state; XLA inserts the gradient
-all-reduce. "pmap" maps the step over local devices with `axis_name="batch"`, the step
-averaging gradients with `lax.pmean`. Across hosts both work on global arrays built from
-each process's slice of the batch.
+all-reduce. "fsdp" is "jit" with every state array (parameters and optimizer moments)
+split over the same data axis as well (big_vision's `fsdp` rule, ZeRO-3): each device
+keeps 1/n of the state, and XLA's partitioner gathers parameters where the step needs
+them whole and reduce-scatters the gradients; nothing here writes a collective. "pmap"
+maps the step over local devices with `axis_name="batch"`, the step averaging gradients
+with `lax.pmean`. Across hosts all of them work on global arrays built from each
+process's slice of the batch, and checkpoints are written from the arrays as they are
+sharded (each process saves its shards).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -18,8 +23,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax.errors import ConfigError
 
-DATA_AXIS = "data"  # mesh axis of the "jit" layout
+DATA_AXIS = "data"  # mesh axis of the "jit" and "fsdp" layouts
 PMAP_AXIS = "batch"  # axis name of the "pmap" layout
+
+
+def fsdp_spec(shape: Sequence[int], n: int) -> PartitionSpec:
+    """big_vision's `fsdp` rule: split the largest dimension that `n` divides, n ways.
+
+    Args:
+      shape: an array's shape.
+      n: the number of devices on the data axis.
+
+    Returns:
+      A spec naming `DATA_AXIS` on that dimension (the first of equal largest ones), or
+      `PartitionSpec()` (replicated) when no dimension is divisible by `n`, e.g. scalars.
+    """
+    dims = [i for i, size in enumerate(shape) if size and size % n == 0]
+    if not dims:
+        return PartitionSpec()
+    split = max(dims, key=lambda i: shape[i])  # max() keeps the first of equal sizes
+    return PartitionSpec(*(DATA_AXIS if i == split else None for i in range(len(shape))))
 
 
 class Layout:
@@ -53,6 +76,26 @@ class Layout:
                 + f"; e.g. use {what}={max(1, batch_size // (n * accum)) * n * accum}."
             )
 
+    def array_sharding(self, shape: Sequence[int]) -> jax.sharding.Sharding:
+        """Where a state array of this shape is restored to (see `restore_target`)."""
+        raise NotImplementedError
+
+    def restore_target(self, state_shapes: Any) -> Any:
+        """The orbax restore target: `state_shapes` with each array's sharding.
+
+        orbax reads every array straight into its sharding, whatever the device count
+        or layout of the run that saved it.
+
+        Args:
+          state_shapes: `jax.eval_shape` of a fresh state.
+
+        Returns:
+          The same tree of `jax.ShapeDtypeStruct`s, each with a `sharding`.
+        """
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.array_sharding(s.shape)),
+            state_shapes)
+
 
 class JitLayout(Layout):
     """Batch sharded over a device mesh, state replicated, one `jax.jit` with donation."""
@@ -62,38 +105,73 @@ class JitLayout(Layout):
         self.mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+        # The state's shardings (a tree like the state), fixed when a state is placed:
+        # the train step is compiled for exactly these.
+        self.state_sharding: Any = None
+
+    def array_sharding(self, shape: Sequence[int]) -> NamedSharding:
+        del shape  # every state array is whole on every device
+        return self.replicated
+
+    def _plan(self, state_shapes: Any) -> Any:
+        """Fixes `state_sharding` for a state of these shapes and returns it."""
+        self.state_sharding = jax.tree.map(lambda s: self.array_sharding(s.shape), state_shapes)
+        return self.state_sharding
 
     def init_state(self, init_fn: Callable[[Any], Any], pretrained: Any) -> Any:
         # Built directly in its final sharding: never a full copy on one device first.
-        return jax.jit(init_fn, out_shardings=self.replicated)(pretrained)
+        shardings = self._plan(jax.eval_shape(init_fn, pretrained))
+        if pretrained is not None:  # host arrays: each device gets only its own shard
+            pretrained = jax.tree.map(
+                lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
+                pretrained, shardings.params)
+        return jax.jit(init_fn, out_shardings=shardings)(pretrained)
 
-    def restore_sharding(self) -> jax.sharding.Sharding:
-        return self.replicated
+    def restore_target(self, state_shapes: Any) -> Any:
+        self._plan(state_shapes)
+        return super().restore_target(state_shapes)
 
     def place_restored(self, state: Any) -> Any:
-        return state
+        return state  # orbax restored it into `state_sharding` already
 
     def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
                 for k, v in batch.items()}
 
     def compile_train_step(self, step_fn: Callable[..., Any]) -> Callable[..., Any]:
+        if self.state_sharding is None:
+            raise RuntimeError("Place a state first (init_state or restore_target): the "
+                               "train step is compiled for its shardings.")
         return jax.jit(
-            self._counted(step_fn), in_shardings=(self.replicated, self.batch_sharding),
-            out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+            self._counted(step_fn), in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
 
     def compile_eval_step(self, eval_fn: Callable[..., Any]) -> Callable[..., Any]:
-        return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding),
+        # The params keep the sharding they come with (None): the state's during training,
+        # replicated for host (numpy) params such as a loaded checkpoint's.
+        return jax.jit(eval_fn, in_shardings=(None, self.batch_sharding),
                        out_shardings=self.replicated)
 
     def step_of(self, state: Any) -> int:
         return int(jax.device_get(state.step))
 
     def host_state(self, state: Any) -> Any:
-        return state
+        return state  # global arrays: orbax saves each process's shards
 
     def unreplicate(self, tree: Any) -> Any:
         return tree
+
+
+class FsdpLayout(JitLayout):
+    """"jit" with each state array split over the data axis by `fsdp_spec` (1/n per device).
+
+    The batch stays split over the same axis, so this is still data parallelism: the
+    gathered parameters are transient, live only inside the step, and the gradients'
+    all-reduce becomes a reduce-scatter followed by a sharded optimizer update.
+    """
+
+    def array_sharding(self, shape: Sequence[int]) -> NamedSharding:
+        return NamedSharding(self.mesh, fsdp_spec(shape, self.mesh.size))
 
 
 class PmapLayout(Layout):
@@ -105,7 +183,8 @@ class PmapLayout(Layout):
         n = jax.local_device_count()
         return jax.pmap(lambda _: init_fn(pretrained))(np.arange(n))
 
-    def restore_sharding(self) -> jax.sharding.Sharding:
+    def array_sharding(self, shape: Sequence[int]) -> jax.sharding.Sharding:
+        del shape  # read onto one device; `place_restored` copies it to the others
         return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def place_restored(self, state: Any) -> Any:
@@ -135,10 +214,12 @@ class PmapLayout(Layout):
         return jax.tree.map(lambda x: x[0], tree)
 
 
+LAYOUTS: dict[str, type[Layout]] = {"jit": JitLayout, "fsdp": FsdpLayout, "pmap": PmapLayout}
+
+
 def create_layout(config: Any) -> Layout:
-    """The layout named by `config.parallelism` ("jit" or "pmap")."""
-    layouts = {"jit": JitLayout, "pmap": PmapLayout}
-    if config.parallelism not in layouts:
-        raise ConfigError(
-            f"config.parallelism must be 'jit' or 'pmap', got {config.parallelism!r}.")
-    return layouts[config.parallelism]()
+    """The layout named by `config.parallelism` (a key of `LAYOUTS`)."""
+    if config.parallelism not in LAYOUTS:
+        raise ConfigError(f"config.parallelism must be one of {', '.join(map(repr, LAYOUTS))}, "
+                          f"got {config.parallelism!r}.")
+    return LAYOUTS[config.parallelism]()

@@ -278,10 +278,7 @@ class CheckpointStore:
         Raises:
           CheckpointUnreadableError: there are checkpoints, but none can be restored.
         """
-        sharding = layout.restore_sharding()
-        target = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-            flax.serialization.to_state_dict(state_shapes))
+        target = flax.serialization.to_state_dict(layout.restore_target(state_shapes))
         steps = sorted(self.manager.all_steps(), reverse=True)
         unreadable: dict[int, str] = {}
         for step in steps:

@@ -1,8 +1,10 @@
 """Training and evaluation loop: `python -m vit_jax.train --config CONFIG --workdir DIR`.
 
-`train_and_evaluate(config, workdir)` owns the loop. The parallel layout is chosen once
-(`config.parallelism`, see `vit_jax.parallel`): "jit" shards the batch over a device
-mesh, "pmap" maps the same `train_step` body with an explicit `lax.pmean`. State is
+`train_and_evaluate(config, workdir)` owns the loop; the step functions it compiles are
+in `vit_jax.steps`. The parallel layout is chosen once (`config.parallelism`, see
+`vit_jax.parallel`): "jit" shards the batch over a device mesh, "fsdp" also shards the
+parameters and optimizer state, "pmap" maps the same `train_step` body with an explicit
+`lax.pmean`. State is
 checkpointed with orbax; a run restarted with the same command resumes from the latest
 checkpoint in `workdir` and, since the data order and dropout RNG are functions of the
 step, continues exactly as if it had never stopped.
