@@ -203,12 +203,6 @@ def create_train_iter(
     """
     tf = _tf()
     local = _local_batch_size(global_batch_size, process_index, process_count)
-    builder = _builder(config.dataset, config.data_dir)
-    image_key, label_key = _keys(builder)
-    feature = builder.info.features[image_key]
-    records, n = _open_split(builder, config.train_split)
-    if config.augment not in AUGMENTS:
-        raise ValueError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
     # Imported here: it imports TensorFlow, which `import vit_jax.input_pipeline` must not.
     from vit_jax import randaugment
 
@@ -217,6 +211,12 @@ def create_train_iter(
         raise ConfigError(
             "config.randaugment needs config.augment 'inception_crop' or 'pad_crop' ('none' is "
             "exactly the eval transform); set config.randaugment = (0, 10) to turn it off.")
+    builder = _builder(config.dataset, config.data_dir)
+    image_key, label_key = _keys(builder)
+    feature = builder.info.features[image_key]
+    records, n = _open_split(builder, config.train_split)
+    if config.augment not in AUGMENTS:
+        raise ValueError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
     first = start_step * global_batch_size
     start_epoch, skip = divmod(first, n)
 
