@@ -2,9 +2,10 @@
 
 `randaugment(image, seed, num_layers, magnitude)` applies `num_layers` ops, each drawn
 uniformly from `OPS` (the paper's 14) and always applied at the one shared `magnitude`
-(0..10 is the usual range; the paper's grid goes to 30). The input pipeline calls it on
-the cropped, resized, flipped uint8 image before scaling pixels to [-1, 1]
-(`config.randaugment = (num_layers, magnitude)`; 0 layers: off).
+(10 is the reference's strongest level; big_vision also trains with 15, the paper's grid
+goes to 30). The input pipeline calls it on the cropped, resized, flipped uint8 image
+before scaling pixels to [-1, 1] (`config.randaugment = (num_layers, magnitude)`; 0
+layers: off).
 
 Magnitudes follow the TF reference that big_vision and tensorflow/models use
 (`autoaugment.py`: `level_to_arg`, `_RANDOM_NEGATE`, `distort_image_with_randaugment`):
@@ -13,8 +14,10 @@ with level = magnitude / 10,
   shear_x/y     0.3 * level (a shear factor), sign random
   translate_x/y 100/224 * level of the image side, sign random (100 px at 224 px)
   color, contrast, brightness, sharpness: enhancement factor 0.1 + 1.8 * level (no sign)
-  posterize     keeps int(4 * level) bits, at least 1 (the reference's mapping: at level 1
-  solarize      inverts pixels >= int(256 * level)   it keeps 4 bits, solarize changes nothing)
+  posterize     keeps int(4 * level) bits, at least 1 (4 bits at level 1)
+  solarize      inverts the pixels >= int(256 * level) (none at level 1)
+  (as in the reference, these two get milder as the magnitude grows, and the magnitude
+  only ever selects the argument: no random magnitudes)
   identity, autocontrast, equalize: no argument.
 Pixels that rotate, shear and translate bring in from outside are grey (128), sampled
 nearest-neighbour, as in the reference. Each op equals its PIL namesake (`ImageOps`,
@@ -29,7 +32,8 @@ Where this differs from the reference, and why:
     blends towards (pixel count / 256), which is no grey level (a known bug).
   * Grey levels (color, contrast) use PIL's integer luma formula, the smoothed image of
     sharpness is rounded and autocontrast's lookup table is computed in float64, each as
-    PIL does; the reference's TF versions differ from PIL by 1 grey level here and there.
+    PIL does (the reference uses TF's float grey weights and truncates, which can be off
+    by a grey level).
   * Posterize below magnitude 2.5: the reference asks for 0 bits, and TF clamps its shift
     of 8 to 7, so it keeps 1 bit; we say 1 bit (PIL accepts 1..8).
   * One `tf.switch_case` per layer instead of a chain of 16 `tf.cond`s: only the drawn op runs.
