@@ -195,11 +195,15 @@ def test_check_config_refuses(value):
 
 
 # ---------------------------------------------------------------------- in the pipeline
-def _batches(config, count: int, start_step: int = 0) -> list[np.ndarray]:
-    it = input_pipeline.create_train_iter(config, global_batch_size=16, start_step=start_step)
+def _batches(config, count: int, start_step: int = 0, process_index: int = 0,
+             process_count: int = 1) -> list[np.ndarray]:
+    it = input_pipeline.create_train_iter(config, global_batch_size=16, start_step=start_step,
+                                          process_index=process_index,
+                                          process_count=process_count)
     return [next(it)["image"] for _ in range(count)]
 
 
+@pytest.mark.slow  # two pipelines: 15-35 s on 2 cores shared with other jobs
 def test_pipeline_randaugment_is_keyed_on_seed_and_position(digits_dir):
     on = tiny_digits_config(digits_dir, randaugment=(2, 10), image_size=16)
     batches = _batches(on, 3)
@@ -211,6 +215,15 @@ def test_pipeline_randaugment_is_keyed_on_seed_and_position(digits_dir):
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)
     assert batches[0].dtype == np.float32 and batches[0].min() >= -1 and batches[0].max() <= 1
     assert len({b.tobytes() for b in batches}) == 3
+
+
+@pytest.mark.slow  # three pipelines: ~30 s on 2 cores shared with other jobs
+def test_pipeline_randaugment_does_not_depend_on_the_process(digits_dir):
+    on = tiny_digits_config(digits_dir, randaugment=(2, 10), image_size=16)
+    whole = _batches(on, 1, start_step=1)[0]
+    # Two processes: each decodes and augments its own rows, the same as one process does.
+    halves = [_batches(on, 1, start_step=1, process_index=p, process_count=2)[0] for p in (0, 1)]
+    np.testing.assert_array_equal(np.concatenate(halves), whole)
 
 
 def test_pipeline_refuses_bad_randaugment(digits_dir):
