@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.crop_min_area = 0.05  # inception crop: smallest area fraction
     config.pad_crop_pixels = 2  # pad_crop: max shift in pixels (of the resized image)
     config.flip = True  # random horizontal flip (not for digits)
+    # RandAugment (num_layers, magnitude) on the uint8 crop (vit_jax/randaugment.py);
+    # 0 layers: off. big_vision's ImageNet ViT configs use (2, 10) or (2, 15).
+    config.randaugment = (0, 10)
     config.eval_resize_ratio = 0.875  # eval: resize to image_size / ratio, centre crop
     config.shuffle_buffer = 10_000
     config.prefetch = 2

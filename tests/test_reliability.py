@@ -48,6 +48,7 @@ RUN: dict[str, Any] = dict(
     checkpoint_every_steps=5, log_every_steps=1, sync_every_steps=1, eval_every_steps=0,
     eval_split="", test_split="",
 )
+RANDAUGMENT = {"randaugment": "(2, 10)"}  # the kill/resume test again with RandAugment on
 STEP_DELAY = "0.2"  # seconds slept per step by the runs a test signals (changes no number)
 SIGNAL_AFTER_STEP = 13  # not a checkpoint step: the runs are stopped between checkpoints
 USER_ERRORS = errors.UserError  # what `run_cli` turns into one "error:" line
@@ -98,9 +99,10 @@ def jax_cache(tmp_path_factory) -> str:
 class Reference:
     """The uninterrupted 40-step run, started in the background, awaited when needed."""
 
-    def __init__(self, root: pathlib.Path, data_dir: str, jax_cache: str) -> None:
+    def __init__(self, root: pathlib.Path, data_dir: str, jax_cache: str,
+                 **overrides: Any) -> None:
         self.workdir = str(root / "wd")
-        self.flags = train_flags(self.workdir, data_dir, **RUN)
+        self.flags = train_flags(self.workdir, data_dir, **RUN, **overrides)
         self.trainer = Trainer(self.flags, log_path=str(root / "reference.log"),
                                env=subprocess_env(1, jax_cache))
         self._params = None
@@ -122,11 +124,28 @@ def reference(tmp_path_factory, digits_dir, jax_cache):
         ref.trainer.kill()
 
 
+@pytest.fixture(scope="module")
+def randaugment_reference(tmp_path_factory, digits_dir, jax_cache):
+    """The same uninterrupted run with RandAugment on."""
+    ref = Reference(tmp_path_factory.mktemp("reference_randaugment"), digits_dir, jax_cache,
+                    **RANDAUGMENT)
+    try:
+        yield ref
+    finally:
+        ref.trainer.kill()
+
+
 # ------------------------------------------------------------ 2) SIGKILL, then resume
+@pytest.mark.parametrize("overrides", [
+    pytest.param({}, id="plain"),
+    pytest.param(RANDAUGMENT, id="randaugment", marks=pytest.mark.slow),  # 3 more runs
+])
 def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
-        reference, digits_dir, jax_cache, tmp_path):
+        request, digits_dir, jax_cache, tmp_path, overrides):
+    plain = request.getfixturevalue("reference")  # started now if not yet: it runs meanwhile
+    reference = request.getfixturevalue("randaugment_reference") if overrides else plain
     workdir = str(tmp_path / "wd")
-    flags = train_flags(workdir, digits_dir, **RUN)
+    flags = train_flags(workdir, digits_dir, **RUN, **overrides)
     slow = subprocess_env(1, jax_cache, VIT_TEST_STEP_DELAY=STEP_DELAY)
     with Trainer(flags, log_path=str(tmp_path / "killed.log"), env=slow) as run:
         run.wait_until(lambda: max(logged_train_steps(workdir), default=0) >= SIGNAL_AFTER_STEP,
@@ -144,6 +163,9 @@ def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
     steps = logged_train_steps(workdir)
     assert steps == list(range(1, killed_at + 1)) + list(range(resumed + 1, 41))
     assert_bit_identical(evaluate.load_model(workdir).params, reference.params())
+    if overrides:  # RandAugment did change the training (it is not silently ignored)
+        with pytest.raises(AssertionError, match="differs"):
+            assert_bit_identical(reference.params(), plain.params())
 
 
 # ---------------------------------------------------------- 3) SIGTERM, then resume

@@ -47,6 +47,7 @@ DEFAULT_EVAL_RESIZE_RATIO = 0.875  # eval: resize to S / 0.875 (256 for 224), ce
 INCEPTION_ASPECT_RANGE = (3 / 4, 4 / 3)
 RESIZE_METHOD = "bilinear"  # with antialias, so downscaling does not alias
 AUGMENTS = ("inception_crop", "pad_crop", "none")
+RANDAUGMENT_STREAM = 1  # folded into an example's seed for its RandAugment draws
 
 
 def num_eval_batches(
@@ -100,7 +101,8 @@ def _eval_image(image: Any, image_size: int, resize_ratio: float) -> Any:
 def _decode_train_image(
     encoded: Any, seed: Any, config: ml_collections.ConfigDict, feature: Any
 ) -> Any:
-    """Decodes one training image and applies config.augment, keyed on `seed` (2,)."""
+    """Decodes one training image and applies config.augment, flip and randaugment, all
+    keyed on `seed` (2,)."""
     tf = _tf()
     size = config.image_size
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -135,6 +137,15 @@ def _decode_train_image(
         raise ConfigError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}.")
     if config.flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    num_layers, magnitude = config.randaugment
+    if num_layers:  # on uint8, as the ops are defined; 0 layers leaves the float path as is
+        # Imported here: it imports TensorFlow, which `import vit_jax.input_pipeline` must not.
+        from vit_jax import randaugment
+
+        # A stream of its own: the crop and flip seeds stay those of a run without it.
+        augment_seed = tf.random.experimental.stateless_fold_in(seed, RANDAUGMENT_STREAM)
+        uint8 = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+        image = randaugment.randaugment(uint8, augment_seed, num_layers, magnitude)
     return _normalize(image)
 
 
@@ -167,7 +178,8 @@ def create_train_iter(
 
     Args:
       config: dataset, data_dir, train_split, image_size, augment, crop_min_area,
-        pad_crop_pixels, flip, eval_resize_ratio, shuffle_buffer, prefetch and seed.
+        pad_crop_pixels, flip, randaugment, eval_resize_ratio, shuffle_buffer, prefetch
+        and seed.
       global_batch_size: examples per step over all processes.
       start_step: the first step to yield (resuming); the batches do not depend on it.
       process_index: this process; it gets rows [p * b, (p + 1) * b) of each global batch.
@@ -179,6 +191,14 @@ def create_train_iter(
     """
     tf = _tf()
     local = _local_batch_size(global_batch_size, process_index, process_count)
+    # Imported here: it imports TensorFlow, which `import vit_jax.input_pipeline` must not.
+    from vit_jax import randaugment
+
+    num_layers, _ = randaugment.check_config(config.randaugment)
+    if num_layers and config.augment == "none":
+        raise ConfigError(
+            "config.randaugment needs config.augment 'inception_crop' or 'pad_crop' ('none' is "
+            "exactly the eval transform); set config.randaugment = (0, 10) to turn it off.")
     split = open_split(config.dataset, config.data_dir, config.train_split)
     records, n, feature = split.records, split.num_examples, split.image_feature
     if config.augment not in AUGMENTS:
