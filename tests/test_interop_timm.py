@@ -29,6 +29,8 @@ IMG = 32
 TINY = dict(img_size=IMG, patch_size=4, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
             num_classes=5)
 GAP = dict(class_token=False, global_pool="avg", fc_norm=False)  # the official "gap"
+# timm options of each official classifier ("map": big_vision's MAPHead is attn_pool).
+TIMM_OPTIONS = {"token": {}, "gap": GAP, "map": dict(class_token=False, global_pool="map")}
 
 
 def _timm(seed: int = 0, **kw) -> TimmViT:
@@ -65,9 +67,10 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
     assert_rel_close({"logits": got}, {"logits": want}, LOGITS_REL)
 
 
-@pytest.mark.parametrize("classifier,ext", [("token", ".safetensors"), ("gap", ".pth")])
+@pytest.mark.parametrize("classifier,ext", [("token", ".safetensors"), ("gap", ".pth"),
+                                            ("map", ".safetensors")])
 def test_timm_to_vit_jax(tmp_path, classifier, ext):
-    model = _timm(**(GAP if classifier == "gap" else {}))
+    model = _timm(**TIMM_OPTIONS[classifier])
     path = tmp_path / f"timm{ext}"
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(sd, path) if ext == ".safetensors" else torch.save(sd, path)
@@ -97,7 +100,6 @@ def test_no_embed_class_maps_when_said(tmp_path):
     (dict(reg_tokens=2), "reg_token"),
     (dict(init_values=0.1), "blocks.0.ls1.gamma"),
     (dict(qk_norm=True), "blocks.0.attn.q_norm.weight"),
-    (dict(class_token=False, global_pool="map"), "attn_pool."),
 ])
 def test_timm_extras_are_refused_by_key(kw, key):
     sd = TimmViT(**{**TINY, **kw}).state_dict()
@@ -107,7 +109,7 @@ def test_timm_extras_are_refused_by_key(kw, key):
     assert f"Cannot convert key {key}" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("classifier", ["token", "gap"])
+@pytest.mark.parametrize("classifier", ["token", "gap", "map"])
 def test_vit_jax_to_timm_strict(tmp_path, classifier):
     """vit_jax params → npz → .safetensors → timm `load_state_dict(strict=True)`."""
     flax_model = _flax(classifier)
@@ -116,7 +118,7 @@ def test_vit_jax_to_timm_strict(tmp_path, classifier):
                           models.param_shapes(flax_model, IMG))
     checkpoint.save_npz(tmp_path / "m.npz", params)
     files.convert_file(tmp_path / "m.npz", tmp_path / "m.safetensors")
-    model = TimmViT(**{**TINY, **(GAP if classifier == "gap" else {})}).eval()
+    model = TimmViT(**{**TINY, **TIMM_OPTIONS[classifier]}).eval()
     model.load_state_dict(load_file(tmp_path / "m.safetensors"), strict=True)
     images = _images(1)
     _close(_timm_logits(model, images), _flax_logits(flax_model, params, images))

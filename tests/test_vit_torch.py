@@ -243,7 +243,7 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="scan"):
         create_model("testing", num_classes=5, scan=True)  # a jax-only option
     with pytest.raises(ValueError, match="classifier"):
-        create_model("testing", num_classes=5, classifier="map")
+        create_model("testing", num_classes=5, classifier="prr")
 
 
 # ------------------------------------------------------------------------ CLI and imports
