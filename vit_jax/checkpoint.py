@@ -22,8 +22,8 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -114,6 +114,31 @@ def current_umask() -> int:
     return mask
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Writes a file through `write(f)`: a temp file renamed into place, never half-written.
+
+    The directory is created if missing, and the file gets the mode any new file gets
+    (0666 minus the umask), not mkstemp's 0600. `vit_torch` writes its files through this.
+
+    Args:
+      path: destination; a crash mid-write never leaves a partial file under this name.
+      write: writes the whole content to the binary file object it is given.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
     """Writes {key: array} as an uncompressed `.npz`, atomically (temp file + rename).
 
@@ -121,21 +146,8 @@ def write_npz(path: str | os.PathLike, flat: Mapping[str, Any]) -> None:
       path: destination; a crash mid-write never leaves a partial file under this name.
       flat: "/"-joined parameter names to arrays (anything `np.asarray` accepts).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     arrays = {key: np.asarray(flat[key]) for key in sorted(flat)}  # stable file order
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        # mkstemp makes the file 0600; give it the mode any new file gets (0666 - umask).
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 # --------------------------------------------------------------------- tree <-> flat

@@ -17,8 +17,6 @@ from typing import Any
 
 from vit_jax.variants import decode_variant
 
-__all__ = ["MacBreakdown", "forward_macs", "macs_breakdown", "matmul_peak_flops", "step_flops"]
-
 
 @dataclasses.dataclass(frozen=True)
 class MacBreakdown:

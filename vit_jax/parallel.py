@@ -14,6 +14,7 @@ sharded (each process saves its shards).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ def fsdp_spec(shape: Sequence[int], n: int) -> PartitionSpec:
     return PartitionSpec(*(DATA_AXIS if i == split else None for i in range(len(shape))))
 
 
-class Layout:
+class Layout(abc.ABC):
     """How state and batches are placed and how the steps are compiled."""
 
     axis_name: str | None = None
@@ -76,9 +77,9 @@ class Layout:
                 + f"; e.g. use {what}={max(1, batch_size // (n * accum)) * n * accum}."
             )
 
+    @abc.abstractmethod
     def array_sharding(self, shape: Sequence[int]) -> jax.sharding.Sharding:
         """Where a state array of this shape is restored to (see `restore_target`)."""
-        raise NotImplementedError
 
     def restore_target(self, state_shapes: Any) -> Any:
         """The orbax restore target: `state_shapes` with each array's sharding.

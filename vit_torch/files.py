@@ -14,16 +14,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from typing import BinaryIO
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from vit_jax.checkpoint import current_umask, read_npz, write_npz
+from vit_jax.checkpoint import atomic_write, read_npz, write_npz
 from vit_jax.errors import CheckpointError, ConfigError
 from vit_jax.variants import decode_variant
 from vit_torch import hf
@@ -65,27 +63,6 @@ def path_kind(path: str | os.PathLike) -> str:
 
 def _shapes(arrays: Mapping[str, object]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(np.shape(v)) for k, v in arrays.items()}
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Writes a file through `write(f)`: a temp file renamed into place, never half-written.
-
-    As `vit_jax.checkpoint.write_npz`: the directory is created if missing, and the file
-    gets the mode any new file gets (0666 minus the umask), not mkstemp's 0600.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ------------------------------------------------------------------- torch state dicts
