@@ -208,4 +208,4 @@ class Trainer:
             group["lr"] = learning_rate(self.step_count, self.recipe)
         self.optimizer.step()
         self.step_count += 1
-        return float(loss)
+        return loss.item()
