@@ -46,14 +46,15 @@ def test_argument_through_the_config_flag():
 
 
 @needs_posemb
+@pytest.mark.slow  # two real train_and_evaluate runs (~50 s each on a loaded 2-core box)
 @pytest.mark.parametrize("arg", ["runlocal", "300ep,runlocal"])
 def test_runs_under_mock_imagenet(arg, tmp_path):
     config = s16_i1k.get_config(arg)
     config.data_dir = str(tmp_path / "tfds")
     with tfds.testing.mock_data(num_examples=40):
         result = train.train_and_evaluate(config, str(tmp_path / "wd"))
+        loaded = evaluate.load_model(str(tmp_path / "wd"))  # reads the class names
     assert result["step"] == 2 and result["test"]["num_examples"] > 0
-    loaded = evaluate.load_model(str(tmp_path / "wd"))
     assert loaded.params["pre_logits"]["kernel"].shape == (32, 32)  # width → width, tanh
     assert loaded.params["head"]["kernel"].shape == (32, 1000)
     assert "cls" not in loaded.params and "posembed_input" not in loaded.params["Transformer"]
