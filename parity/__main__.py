@@ -89,7 +89,8 @@ def recipe_lines() -> list[str]:
         run = recipe.measure_recipe(name)
         lines.append(f"- {name}: largest loss-curve difference {_e(run.loss_rel().max())} "
                      f"(bound {_e(recipe.LOSS_REL)}), parameters "
-                     f"{_e(max(run.param_rel().values()))} of their movement "
+                     f"{_e(max(run.param_rel().values()))} of their movement beyond "
+                     f"{recipe.ROUND_ULPS} ulps "
                      f"(bound {_e(recipe.PARAM_REL)})")
     return lines
 
