@@ -38,6 +38,8 @@ RUN: dict[str, Any] = dict(
     checkpoint_every_steps=5, log_every_steps=1, sync_every_steps=1, eval_every_steps=0,
     eval_split="", test_split="",
 )
+# The same run with Mixup and CutMix on: their draws must resume exactly too.
+MIXING: dict[str, Any] = dict(mixup_alpha=0.2, cutmix_alpha=1.0)
 STEP_DELAY = "0.2"  # seconds slept per step by the runs a test signals (changes no number)
 SIGNAL_AFTER_STEP = 13  # not a checkpoint step: the runs are stopped between checkpoints
 USER_ERRORS = errors.UserError  # what `run_cli` turns into one "error:" line
@@ -88,9 +90,10 @@ def jax_cache(tmp_path_factory) -> str:
 class Reference:
     """The uninterrupted 40-step run, started in the background, awaited when needed."""
 
-    def __init__(self, root: pathlib.Path, data_dir: str, jax_cache: str) -> None:
+    def __init__(self, root: pathlib.Path, data_dir: str, jax_cache: str, **overrides: Any
+                 ) -> None:
         self.workdir = str(root / "wd")
-        self.flags = train_flags(self.workdir, data_dir, **RUN)
+        self.flags = train_flags(self.workdir, data_dir, **RUN, **overrides)
         self.trainer = Trainer(self.flags, log_path=str(root / "reference.log"),
                                env=subprocess_env(1, jax_cache))
         self._params = None
@@ -112,11 +115,23 @@ def reference(tmp_path_factory, digits_dir, jax_cache):
         ref.trainer.kill()
 
 
+@pytest.fixture(scope="module")
+def mixup_reference(tmp_path_factory, digits_dir, jax_cache):
+    ref = Reference(tmp_path_factory.mktemp("mixup_reference"), digits_dir, jax_cache,
+                    **MIXING)
+    try:
+        yield ref
+    finally:
+        ref.trainer.kill()
+
+
 # ------------------------------------------------------------ 2) SIGKILL, then resume
+@pytest.mark.parametrize("mixing", [{}, MIXING], ids=["plain", "mixup+cutmix"])
 def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
-        reference, digits_dir, jax_cache, tmp_path):
+        mixing, request, digits_dir, jax_cache, tmp_path):
+    reference = request.getfixturevalue("mixup_reference" if mixing else "reference")
     workdir = str(tmp_path / "wd")
-    flags = train_flags(workdir, digits_dir, **RUN)
+    flags = train_flags(workdir, digits_dir, **RUN, **mixing)
     slow = subprocess_env(1, jax_cache, VIT_TEST_STEP_DELAY=STEP_DELAY)
     with Trainer(flags, log_path=str(tmp_path / "killed.log"), env=slow) as run:
         run.wait_until(lambda: max(logged_train_steps(workdir), default=0) >= SIGNAL_AFTER_STEP,
@@ -131,9 +146,12 @@ def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
         assert again.wait() == 0, again.tail()
     resumed = resumed_step(again.output())
     assert resumed % RUN["checkpoint_every_steps"] == 0 and 5 <= resumed <= killed_at
-    steps = logged_train_steps(workdir)
-    assert steps == list(range(1, killed_at + 1)) + list(range(resumed + 1, 41))
+    # Steps resumed+1..killed_at ran twice; their rows are kept once (history dedup).
+    assert logged_train_steps(workdir) == list(range(1, 41))
     assert_bit_identical(evaluate.load_model(workdir).params, reference.params())
+    if mixing:  # and the mixing changed the run
+        plain = request.getfixturevalue("reference").params()
+        assert not np.array_equal(plain["head"]["kernel"], reference.params()["head"]["kernel"])
 
 
 # ---------------------------------------------------------- 3) SIGTERM, then resume
