@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     # 0 layers: off. big_vision's ImageNet ViT configs use (2, 10) or (2, 15).
     config.randaugment = (0, 10)
     config.eval_resize_ratio = 0.875  # eval: resize to image_size / ratio, centre crop
+    config.randaugment = (0, 10)  # (num_layers, magnitude); 0 layers = off
     config.shuffle_buffer = 10_000
     config.prefetch = 2
 
@@ -66,8 +67,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.b2 = 0.999
     config.momentum = 0.9  # sgd
     config.weight_decay = 0.0
+    # "lr_scaled": decay wd·η(t)·p (optax.adamw, torch AdamW); "decoupled": wd·η(t)/lr·p
+    # (big_vision): see vit_jax/optim.py. Only kernels decay (AdamW; SGD "lr_scaled": all).
+    config.weight_decay_convention = "lr_scaled"
+    config.adam_mu_dtype = ml_collections.FieldReference(None, field_type=str)  # None: params'
     config.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
     config.label_smoothing = 0.0
+    # Mixup / CutMix on each batch inside the train step (vit_jax/mixup.py); 0 = off.
+    config.mixup_alpha = 0.0  # λ ~ Beta(α, α), λ = max(λ, 1 − λ) (big_vision)
+    config.cutmix_alpha = 0.0  # box of area (1 − λ), λ ~ Beta(α, α) (timm)
+    config.mixup_switch_prob = 0.5  # both on: CutMix with this probability per batch (timm)
     config.batch_size = 64  # global batch (all devices, all processes)
     config.grad_accum_steps = 1  # micro-batches per optimizer step (optax.MultiSteps)
     config.num_train_steps = 100

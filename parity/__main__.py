@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from parity import cases, harness, training
+from parity import cases, harness, recipe, training
 from parity.cases import Case
 
 
@@ -84,6 +84,22 @@ def bf16_table() -> list[str]:
     return lines
 
 
+def recipe_lines() -> list[str]:
+    """Per recipe case: the largest loss-curve and end-of-run parameter differences."""
+    lines = []
+    for name in recipe.CASES:
+        if not recipe.torch_supports(recipe.CASES[name]()):
+            lines.append(f"- {name}: skipped (a model option is missing in this tree)")
+            continue
+        run = recipe.measure_recipe(name)
+        lines.append(f"- {name}: largest loss-curve difference {_e(run.loss_rel().max())} "
+                     f"(bound {_e(recipe.LOSS_REL)}), parameters "
+                     f"{_e(max(run.param_rel().values()))} of their movement beyond "
+                     f"{recipe.ROUND_ULPS} ulps "
+                     f"(bound {_e(recipe.PARAM_REL)})")
+    return lines
+
+
 def report(selected: Sequence[Case], extras: bool = True) -> str:
     """The whole report as markdown."""
     bc = training.adam_bias_correction_rel()
@@ -105,6 +121,7 @@ def report(selected: Sequence[Case], extras: bool = True) -> str:
         f"/ own {_e(training.OWN_STEP_REL['adamw'])}, SGD same "
         f"{_e(training.STEP_REL['sgd'])} / own {_e(training.OWN_STEP_REL['sgd'])}.",
     ]
+    parts += ["", "### Training recipe, 20 steps (`parity.recipe`)", "", *recipe_lines()]
     if extras:
         parts += ["", f"### Position-embedding resize (224 → {cases.RESIZE_TO})", "",
                   *resize_table(), "", "### bfloat16 compute (logits)", "", *bf16_table(), "",

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vit_jax import models
+from vit_jax import mixup, models
 from vit_jax.state import TrainState
 
 
@@ -38,13 +38,24 @@ def make_train_step(
     micro-batch of activations is alive at a time. Dropout randomness is
     `fold_in(seed, step)`: a resumed run draws the same masks. Under pmap, `axis_name`
     names the device axis and gradients/metrics are averaged with `lax.pmean`.
+
+    With `mixup_alpha` or `cutmix_alpha` > 0 the whole batch is mixed first
+    (`vit_jax.mixup`, keyed by `mixup.step_key(seed, step)`), before any micro-batch
+    split, and the loss is the cross-entropy against the soft targets; "accuracy" is
+    then against each example's own label. With both 0 the step is unchanged.
     """
     accum = config.grad_accum_steps
     base_rng = jax.random.key(config.seed + 1)
+    mixing = mixup.enabled(config)
 
-    def loss_fn(params, images, labels, rng):
+    def per_example_loss(logits, targets):  # targets: (B,) labels, or (B, K) if mixing
+        if mixing:  # label smoothing is already in the mixed targets
+            return optax.softmax_cross_entropy(logits, targets)  # (B,)
+        return cross_entropy(logits, targets, config.label_smoothing)
+
+    def loss_fn(params, images, targets, labels, rng):
         logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
-        loss = cross_entropy(logits, labels, config.label_smoothing).mean()
+        loss = per_example_loss(logits, targets).mean()
         return loss, (logits.argmax(-1) == labels).mean()
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -54,14 +65,21 @@ def make_train_step(
         if axis_name is not None:  # a different dropout mask on every device
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         images, labels = batch["image"], batch["label"]
+        targets = labels
+        if mixing:  # the same λ and box on every device: the key has no device index
+            mix = mixup.sample(mixup.step_key(config.seed, state.step), config,
+                               *images.shape[1:3])
+            images, targets = mixup.mix(images, labels, mix, model.num_classes,
+                                        config.label_smoothing, axis_name)
         if accum == 1:
-            (loss, acc), grads = grad_fn(state.params, images, labels, rng)
+            (loss, acc), grads = grad_fn(state.params, images, targets, labels, rng)
         else:
-            micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), (images, labels))
+            micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]),
+                                 (images, targets, labels))
 
             def body(carry, xs):
-                i, (img, lab) = xs
-                (loss, acc), g = grad_fn(state.params, img, lab, jax.random.fold_in(rng, i))
+                i, (img, tgt, lab) = xs
+                (loss, acc), g = grad_fn(state.params, img, tgt, lab, jax.random.fold_in(rng, i))
                 return jax.tree.map(jnp.add, carry, (g, loss, acc)), None
 
             zeros = (jax.tree.map(jnp.zeros_like, state.params), 0.0, 0.0)
