@@ -53,7 +53,6 @@ def get_config() -> ml_collections.ConfigDict:
     # 0 layers: off. big_vision's ImageNet ViT configs use (2, 10) or (2, 15).
     config.randaugment = (0, 10)
     config.eval_resize_ratio = 0.875  # eval: resize to image_size / ratio, centre crop
-    config.randaugment = (0, 10)  # (num_layers, magnitude); 0 layers = off
     config.shuffle_buffer = 10_000
     config.prefetch = 2
 
