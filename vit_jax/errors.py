@@ -14,6 +14,7 @@ Plain Python, no JAX, TensorFlow or torch: `vit_torch` raises these too.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -66,4 +67,9 @@ def run_cli(fn: Callable[[], Any]) -> Any:
         # One line: a multi-line message (e.g. a list of differing config fields) is
         # indented under it, never a traceback.
         print(f"error: {e}", file=sys.stderr, flush=True)
+        if isinstance(e, DiskFullError):
+            # orbax's writes still in flight fail again while the process shuts down and
+            # tensorstore prints their tracebacks from C threads; the line above said it all.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
         sys.exit(2)
