@@ -140,7 +140,8 @@ def test_two_processes_train_exactly_like_one_process_with_two_devices(two_runs)
 @JIT_ONLY
 def test_only_process_0_writes_metrics_config_and_history(two_runs):
     root, multi, _, procs = two_runs
-    mine = {"metrics.json", "config.json.tmp", "history.jsonl"}  # config.json: tmp + rename
+    # metrics.json and config.json are written as .tmp, then renamed.
+    mine = {"metrics.json.tmp", "config.json.tmp", "history.jsonl"}
     assert mine <= written(root, "proc0")
     assert not mine & written(root, "proc1"), written(root, "proc1")
     assert os.path.exists(os.path.join(multi, "config.json"))
