@@ -271,6 +271,8 @@ def test_no_readable_checkpoint_is_an_error_and_nothing_is_moved(reference, digi
     shutil.copytree(reference.workdir, workdir)
     for step in ("35", "40"):
         _delete_manifest(workdir / "checkpoints" / step)
+    # As if stopped before the end: a finished run (metrics.json) is not restored at all.
+    (workdir / "metrics.json").unlink()
     before = file_digests(workdir)
     config = make_config(digits_dir, **RUN)
     with pytest.raises(CheckpointUnreadableError, match=r"(?s)None of the checkpoints .*"
@@ -369,7 +371,8 @@ BAD_INPUTS = [
     ("unknown_variant", {"model.variant": "X/99"}, errors.ConfigError,
      r"Unknown ViT variant 'X/99'\. Known variants: .*'B/16'"),
     ("init_checkpoint_of_another_width", {"init_checkpoint": "{wide}"}, errors.CheckpointError,
-     r"shape mismatch at embedding/kernel: checkpoint \(4, 4, 3, 48\), model \(4, 4, 3, 32\)"),
+     r"The checkpoint's sizes \(width, depth, heads, MLP\) = \(48, 2, 4, 64\) match no "
+     r"variant in vit_jax/variants\.py"),
     ("num_classes_mismatch_without_reinit_head",
      {"init_checkpoint": "{seven_classes}", "reinit_head": False}, errors.CheckpointError,
      r"shape mismatch at head/kernel: checkpoint \(32, 7\), model \(32, 10\)"),
