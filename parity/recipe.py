@@ -192,7 +192,7 @@ def measure_recipe(name: str, seed: int = 0) -> RecipeRun:
         weights, data_path = os.path.join(tmp, "weights.npz"), os.path.join(tmp, "batches.npz")
         checkpoint.save_npz(weights, checkpoint.npz_dict_to_params(before))
         np.savez(data_path, **batches(config, seed))
-        with np.load(data_path) as f:
+        with np.load(data_path, allow_pickle=False) as f:
             data = dict(f)
         flax_losses, flax_after = run_flax(config, weights, data)
         torch_losses, torch_after = run_torch(config, weights, data)

@@ -108,7 +108,7 @@ def unknown_field_error(field: str, argv: list[str], close: str | None) -> Confi
     flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
                  and (a.split("=")[0] == f"--config.{field}"
                       or a.split("=")[0].endswith("." + field))), f"--config.{field}")
-    hint = f"; did you mean {close!r}?" if close else "."
+    hint = f"; did you mean {close!r}?" if close else ""
     return ConfigError(f"{flag}: the config has no field {field!r}{hint} (every field is "
                        "listed in configs/default.py)")
 
