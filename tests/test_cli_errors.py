@@ -14,8 +14,8 @@ import sys
 
 import pytest
 from _train_subprocess import REPO, subprocess_env, train_flags
-from conftest import tiny_digits_config
 
+from conftest import tiny_digits_config
 from vit_jax import errors, train
 
 TIMEOUT_S = 600  # a bound for a hung process, far above the normal few seconds
@@ -114,7 +114,9 @@ def test_full_disk_is_one_line_and_the_same_command_resumes(digits_dir, tmp_path
                                  checkpoint_every_steps=10, log_every_steps=10,
                                  sync_every_steps=1, image_size=8, batch_size=16))
     script = f"""
-"$PY" -m vit_jax.train {flags} > "$MNT/../out1" 2> "$MNT/../err1" &
+# 0.2 s a step (tests/_train_subprocess.py): the disk is full well before step 20's save.
+VIT_TEST_STEP_DELAY=0.2 "$PY" tests/_train_subprocess.py {flags} \
+    > "$MNT/../out1" 2> "$MNT/../err1" &
 pid=$!
 while [ ! -d "$MNT/run/checkpoints/10" ] && kill -0 $pid 2>/dev/null; do sleep 0.02; done
 dd if=/dev/zero of="$MNT/filler" bs=64k 2>/dev/null
@@ -129,6 +131,7 @@ ls "$MNT/run/checkpoints"
     assert len(err1) == 1, "\n".join(err1[:40])
     assert err1[0].startswith(f"error: the disk holding {tmp_path / 'mnt' / 'run'} is full")
     assert "the last good checkpoint is step 10 in" in err1[0], err1[0]
+    assert "a checkpoint needs" in err1[0]  # refused before orbax starts a save that fails
     assert "run the same command again to resume" in err1[0]
     out2 = (tmp_path / "out2").read_text()
     assert "second exit: 0" in proc.stdout, (proc.stdout, (tmp_path / "err2").read_text())

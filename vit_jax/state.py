@@ -230,6 +230,8 @@ class CheckpointStore:
           DiskFullError: the disk filled up (this save or the previous asynchronous one).
         """
         with self.disk_full_is_user_error():
+            self.manager.wait_until_finished()  # the previous save is complete: measure it
+            self._check_room()
             self._write_pending_config()
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
@@ -250,15 +252,34 @@ class CheckpointStore:
         except Exception as e:
             if not is_disk_full(e):
                 raise
-            usage = shutil.disk_usage(self.workdir)
-            self.manager.reload()  # a save that failed is not listed as a step
-            steps = self.manager.all_steps()
-            last = (f"the last good checkpoint is step {max(steps)} in "
-                    f"{self.manager.directory}" if steps else "no checkpoint was saved yet")
-            raise DiskFullError(
-                f"the disk holding {self.workdir} is full ({usage.free / 2**20:.1f} MiB free "
-                f"of {usage.total / 2**20:.1f} MiB); {last}. Free some space and run the same "
-                "command again to resume.") from None
+            raise self._disk_full_error() from None
+
+    def _disk_full_error(self, need: int | None = None) -> DiskFullError:
+        usage = shutil.disk_usage(self.workdir)
+        self.manager.reload()  # a save that failed is not listed as a step
+        steps = self.manager.all_steps()
+        last = (f"the last good checkpoint is step {max(steps)} in "
+                f"{self.manager.directory}" if steps else "no checkpoint was saved yet")
+        needs = f", a checkpoint needs {need / 2**20:.1f} MiB" if need else ""
+        return DiskFullError(
+            f"the disk holding {self.workdir} is full ({usage.free / 2**20:.1f} MiB free "
+            f"of {usage.total / 2**20:.1f} MiB{needs}); {last}. Free some space and run the "
+            "same command again to resume.")
+
+    def _check_room(self) -> None:
+        """Refuses to start a save that cannot fit (as large as the latest checkpoint).
+
+        Checked before the save: a save that fails midway fails inside orbax's threads,
+        whose tensorstore writes still in flight print tracebacks from C code.
+        """
+        latest = self.manager.latest_step()
+        if latest is None:
+            return
+        need = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in
+                   os.walk(os.path.join(os.fspath(self.manager.directory), str(latest)))
+                   for f in files)
+        if not _everywhere(shutil.disk_usage(self.workdir).free >= need):
+            raise self._disk_full_error(need)
 
     def restore_latest(self, state_shapes: TrainState, layout: Any) -> TrainState | None:
         """Restores the newest readable checkpoint; falls back to older ones if corrupt.
