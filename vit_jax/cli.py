@@ -50,30 +50,6 @@ class OrbaxFailureFilter(logging.Filter):
         return True
 
 
-def is_closed_loop_echo(error: BaseException) -> bool:
-    """True for asyncio's "Event loop is closed" raised in `call_soon_threadsafe`.
-
-    After an orbax save fails (a full disk), its event loop is closed while tensorstore
-    writes are still in flight; each write that completes later raises this in a C thread,
-    which prints it through `sys.excepthook`. The failure itself reaches the training loop.
-    """
-    if not isinstance(error, RuntimeError) or str(error) != "Event loop is closed":
-        return False
-    frames = traceback.extract_tb(error.__traceback__)
-    return any(f.name == "call_soon_threadsafe" and "asyncio" in f.filename for f in frames)
-
-
-def quiet_excepthook(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """`hook` (a `sys.excepthook`) that drops `is_closed_loop_echo` errors."""
-
-    def excepthook(exc_type: type[BaseException], error: BaseException, tb: Any) -> None:
-        if not is_closed_loop_echo(error):
-            hook(exc_type, error, tb)
-
-    excepthook.quiet = True  # type: ignore[attr-defined]
-    return excepthook
-
-
 def quiet_logs() -> None:
     """Shows only errors from absl, orbax and TensorFlow (call first in a CLI's `main`).
 
@@ -87,8 +63,6 @@ def quiet_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, OrbaxFailureFilter) for f in logger.filters):
             logger.addFilter(OrbaxFailureFilter())
-    if not getattr(sys.excepthook, "quiet", False):
-        sys.excepthook = quiet_excepthook(sys.excepthook)
 
 
 def config_error(error: BaseException, argv: list[str]) -> ConfigError:
