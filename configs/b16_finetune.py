@@ -8,7 +8,7 @@ weight decay, global-norm clipping at 1, short linear warm-up then cosine decay,
 tuning resolution 384 (Touvron et al.: higher resolution than pre-training helps). The
 learning rate is swept in the paper over {0.003, 0.01, 0.03, 0.06}; 0.01 is a middle
 choice. The head is re-initialised (zeros) for the new class count and the position
-embeddings are resized from 14×14 to 24×24 patches (`vit_jax.checkpoint.resize_posemb`).
+embeddings are resized from 14×14 to 24×24 patches (`vit_core.posemb.resize_posemb`).
 Other datasets: --config.dataset=cifar10 --config.train_split=train[:98%] ...
 """
 

@@ -50,8 +50,8 @@ smoke run, keeping every recipe choice.
 import ml_collections
 
 from configs import default
-from vit_jax.errors import ConfigError
-from vit_jax.variants import decode_variant
+from vit_core.errors import ConfigError
+from vit_core.variants import decode_variant
 
 ARGS = ("300ep", "runlocal")
 

@@ -17,7 +17,7 @@ class Case:
 
     Attributes:
       name: row label of the report and pytest id.
-      variant: a `vit_jax.variants` name.
+      variant: a `vit_core.variants` name.
       image_size: side of the square images.
       batch: images per batch (2 for the real variants: the suite runs on 2 CPU cores).
       options: `VisionTransformer` options both frameworks share (classifier, ...).

@@ -13,7 +13,7 @@ import pytest
 
 from parity import cases, harness, weights
 from parity.harness import ForwardPair
-from vit_jax.variants import decode_variant
+from vit_core.variants import decode_variant
 
 
 @pytest.fixture(scope="module", params=cases.CASES, ids=lambda c: c.name)

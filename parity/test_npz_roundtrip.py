@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from parity import cases, weights
+from vit_core import npz
 from vit_jax import checkpoint
 from vit_torch import convert
 
@@ -61,6 +62,6 @@ def test_flax_npz_torch_npz_identical(case: cases.Case, tmp_path: Path) -> None:
     for (name, want), (_, got) in zip(flax_file, torch_file, strict=True):
         assert got == want, f"{name}: the torch-written member differs from the Flax-written one"
     # The file also holds exactly the Flax tree's arrays (not only equal to itself).
-    flat = checkpoint.read_npz(tmp_path / "torch.npz")
+    flat = npz.read_npz(tmp_path / "torch.npz")
     chex.assert_trees_all_equal(flat, {k: np.asarray(v) for k, v in
                                        checkpoint.params_to_npz_dict(params).items()}, strict=True)

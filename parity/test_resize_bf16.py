@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from parity import cases, harness
-from vit_jax.variants import decode_variant
+from vit_core.variants import decode_variant
 
 
 @pytest.mark.parametrize("case", cases.RESIZE_CASES, ids=lambda c: c.name)

@@ -52,9 +52,9 @@ def assert_bit_identical(a, b) -> None:
     """Same keys, dtypes, shapes and bytes in two parameter trees."""
     import numpy as np
 
-    from vit_jax import checkpoint
+    from vit_core import npz
 
-    fa, fb = checkpoint.flatten(a), checkpoint.flatten(b)
+    fa, fb = npz.flatten(a), npz.flatten(b)
     assert sorted(fa) == sorted(fb)
     for key in fa:
         x, y = np.asarray(fa[key]), np.asarray(fb[key])

@@ -16,8 +16,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from vit_core import npz
+from vit_core.errors import CheckpointError
 from vit_jax import checkpoint, models, pretrained
-from vit_jax.errors import CheckpointError
 
 IMAGE, PATCH, WIDTH, DEPTH, HEADS, MLP, CLASSES, REP = 16, 4, 32, 2, 4, 64, 5, 16
 
@@ -121,7 +122,7 @@ def _apply(model, params, images):
 
 def _save_like_big_vision(path, tree):
     """big_vision `save_checkpoint`: the tree's leaves named by their "/"-joined paths."""
-    np.savez(path, **checkpoint.flatten(tree))
+    np.savez(path, **npz.flatten(tree))
 
 
 def _images():
@@ -166,7 +167,7 @@ def test_big_vision_file_loads_into_the_vit_jax_model(tmp_path, pool_type, class
     images = _images()
     np.testing.assert_allclose(_apply(model, loaded, images), _apply(bv_model, bv_params, images),
                                atol=2e-5)
-    bv_flat = checkpoint.flatten(bv_params)
+    bv_flat = npz.flatten(bv_params)
     np.testing.assert_array_equal(loaded["embedding"]["kernel"], bv_flat["embedding/kernel"])
     if not scan:  # linen names → released names, values untouched
         np.testing.assert_array_equal(
@@ -186,7 +187,7 @@ def test_big_vision_file_loads_into_the_vit_jax_model(tmp_path, pool_type, class
 
 def test_map_head_and_sincos2d_at_the_key_map_level():
     _, params = _big_vision("map", posemb="sincos2d")
-    bv = checkpoint.flatten(params)
+    bv = npz.flatten(params)
     official = checkpoint.to_official(bv)
     assert checkpoint.POSEMB_KEY not in official  # sincos2d: nothing stored
     head = {k: v.shape for k, v in bv.items() if k.startswith("MAPHead_0/")}
@@ -234,7 +235,7 @@ def test_map_and_sincos2d_files_run_in_the_vit_jax_model(tmp_path, pool_type, op
 @pytest.mark.parametrize("scan", [False, True], ids=["per-block", "scan"])
 def test_big_vision_to_official_and_back_is_bit_exact(pool_type, scan):
     _, params = _big_vision(pool_type, scan=scan)
-    bv = checkpoint.flatten(params)
+    bv = npz.flatten(params)
     _bits_equal(checkpoint.to_big_vision(checkpoint.to_official(bv), stacked=scan), bv)
 
 
@@ -263,7 +264,7 @@ def test_bfloat16_arrays_come_back_as_bfloat16(tmp_path):
     np.savez(tmp_path / "bf16.npz", w=value)  # numpy stores it as 2-byte void
     with np.load(tmp_path / "bf16.npz") as f:
         assert f["w"].dtype.kind == "V"
-    got = checkpoint.read_npz(tmp_path / "bf16.npz")["w"]
+    got = npz.read_npz(tmp_path / "bf16.npz")["w"]
     assert got.dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(got.astype(np.float32), value.astype(np.float32))
 
@@ -278,13 +279,13 @@ def test_linen_numbered_file_loads_as_the_released_numbering(tmp_path):
     _, params = _released_params()
     released = checkpoint.params_to_npz_dict(params)
     # flax's own pre-linen → linen renaming gives the official repository's current names.
-    linen = checkpoint.flatten(flax.training.checkpoints.convert_pre_linen(
-        checkpoint.unflatten(released)))
+    linen = npz.flatten(flax.training.checkpoints.convert_pre_linen(
+        npz.unflatten(released)))
     assert "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel" in linen
     assert "Transformer/encoderblock_1/LayerNorm_1/scale" in linen
     assert checkpoint.block_numbering(linen) == "linen"
     assert checkpoint.block_numbering(released) == "released"
-    checkpoint.write_npz(tmp_path / "linen.npz", linen)
+    npz.write_npz(tmp_path / "linen.npz", linen)
     _bits_equal(checkpoint.params_to_npz_dict(checkpoint.load_npz(tmp_path / "linen.npz")),
                 released)
 

@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, errors, models
+from vit_core import errors, npz
+from vit_core.posemb import resize_posemb
+from vit_jax import checkpoint, models
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def test_round_trip_is_bit_exact_plain_and_scan(tiny, tmp_path):
     stacked = checkpoint.load_npz(tmp_path / "a.npz", scan=True)
     assert stacked["Transformer"]["encoderblock"]["MlpBlock_3"]["Dense_0"]["kernel"].shape[0] == 2
     checkpoint.save_npz(tmp_path / "b.npz", stacked)
-    a, b = checkpoint.read_npz(tmp_path / "a.npz"), checkpoint.read_npz(tmp_path / "b.npz")
+    a, b = npz.read_npz(tmp_path / "a.npz"), npz.read_npz(tmp_path / "b.npz")
     assert list(a) == list(b)
     for key in a:
         assert a[key].dtype == b[key].dtype
@@ -54,19 +56,19 @@ def test_round_trip_is_bit_exact_plain_and_scan(tiny, tmp_path):
 
 def test_check_params_names_every_problem(tiny):
     _, params = tiny
-    flat = checkpoint.flatten(jax.tree.map(np.asarray, params))
+    flat = npz.flatten(jax.tree.map(np.asarray, params))
     del flat["cls"]
     flat["extra/kernel"] = np.zeros(3)
     flat["head/kernel"] = np.zeros((16, 6))
     with pytest.raises(errors.CheckpointError) as e:
-        checkpoint.check_params(checkpoint.unflatten(flat), params)
+        checkpoint.check_params(npz.unflatten(flat), params)
     msg = str(e.value)
     assert "missing key cls" in msg and "unexpected key extra/kernel" in msg
     assert "head/kernel: checkpoint (16, 6), model (16, 5)" in msg
 
 
 def _npz_bytes(tmp_path) -> bytes:
-    checkpoint.write_npz(tmp_path / "ok.npz", {"a": np.arange(1000.0)})
+    npz.write_npz(tmp_path / "ok.npz", {"a": np.arange(1000.0)})
     return (tmp_path / "ok.npz").read_bytes()
 
 
@@ -95,7 +97,7 @@ def test_a_file_that_is_not_a_zip_is_named_as_such(tmp_path, content, guess):
     path = tmp_path / "bad.npz"
     path.write_bytes(data)
     with pytest.raises(errors.CheckpointError) as e:
-        checkpoint.read_npz(path)
+        npz.read_npz(path)
     message = str(e.value)
     assert message.startswith(f"Not a valid .npz (zip) file: {path} ({len(data)} bytes, ")
     assert f"first bytes {data[:16]!r}" in message and guess in message
@@ -105,14 +107,14 @@ def test_a_file_that_is_not_a_zip_is_named_as_such(tmp_path, content, guess):
 def test_refuses_pickled_arrays_and_reports_corrupt_members(tmp_path):
     np.savez(tmp_path / "p.npz", evil=np.array([{"a": 1}], dtype=object))
     with pytest.raises(errors.CheckpointError, match="contains pickled Python objects"):
-        checkpoint.read_npz(tmp_path / "p.npz")
+        npz.read_npz(tmp_path / "p.npz")
     data = bytearray(_npz_bytes(tmp_path))
     data[len(data) // 2] ^= 0xFF  # inside the array's bytes: a zip whose CRC check fails
     (tmp_path / "crc.npz").write_bytes(bytes(data))
     with pytest.raises(errors.CheckpointError, match=r"not a readable \.npz file \(truncated"):
-        checkpoint.read_npz(tmp_path / "crc.npz")
+        npz.read_npz(tmp_path / "crc.npz")
     with pytest.raises(errors.CheckpointError, match="not found"):
-        checkpoint.read_npz(tmp_path / "missing.npz")
+        npz.read_npz(tmp_path / "missing.npz")
 
 
 def _linear_zoom_reference(grid, new):
@@ -128,14 +130,14 @@ def _linear_zoom_reference(grid, new):
 def test_resize_posemb_is_corner_aligned_linear_and_keeps_class_token():
     rng = np.random.default_rng(0)
     posemb = rng.normal(size=(1, 1 + 14 * 14, 8)).astype(np.float32)
-    out = checkpoint.resize_posemb(posemb, (24, 24), num_prefix_tokens=1)
+    out = resize_posemb(posemb, (24, 24), num_prefix_tokens=1)
     assert out.shape == (1, 1 + 24 * 24, 8) and out.dtype == np.float32
     np.testing.assert_array_equal(out[:, 0], posemb[:, 0])
     expected = _linear_zoom_reference(posemb[0, 1:].reshape(14, 14, 8).astype(np.float64), 24)
     np.testing.assert_allclose(out[0, 1:].reshape(24, 24, 8), expected, atol=1e-5)
     # Corners are kept exactly (not so with half-pixel-centred interpolation).
     np.testing.assert_allclose(out[0, 1], posemb[0, 1], atol=1e-6)
-    same = checkpoint.resize_posemb(posemb, (14, 14))
+    same = resize_posemb(posemb, (14, 14))
     np.testing.assert_array_equal(same, posemb)
 
 
@@ -153,7 +155,7 @@ def test_adapt_pretrained_for_finetuning(tiny):
 
 
 def test_checkpoint_module_does_not_import_jax():
-    code = ("import sys, vit_jax.checkpoint, vit_jax.pretrained, vit_jax.variants; "
+    code = ("import sys, vit_jax.checkpoint, vit_jax.pretrained, vit_core.variants; "
             "assert 'jax' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

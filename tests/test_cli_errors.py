@@ -16,7 +16,8 @@ import pytest
 from _train_subprocess import REPO, subprocess_env, train_flags
 
 from conftest import tiny_digits_config
-from vit_jax import errors, train
+from vit_core import errors
+from vit_jax import train
 
 TIMEOUT_S = 600  # a bound for a hung process, far above the normal few seconds
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_digits_config
+from vit_core.errors import DatasetError
 from vit_jax import dataset_info, evaluate, input_pipeline, predict, train
-from vit_jax.errors import DatasetError
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}
 FORMATS = {"cat": "png", "dog": "jpg", "owl": "png"}  # PNG and JPEG, RGB and RGBA

@@ -15,9 +15,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
+from vit_core.errors import DatasetError
 from vit_jax import dataset_info, input_pipeline
 from vit_jax.datasets import digits
-from vit_jax.errors import DatasetError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,9 @@ transformers = pytest.importorskip("transformers")
 from transformers import ViTConfig, ViTForImageClassification, ViTModel  # noqa: E402
 
 from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
+from vit_core import npz  # noqa: E402
+from vit_core.errors import CheckpointError, ConfigError  # noqa: E402
 from vit_jax import checkpoint, models  # noqa: E402
-from vit_jax.errors import CheckpointError, ConfigError  # noqa: E402
 from vit_torch import convert, files  # noqa: E402
 from vit_torch.model import create_model  # noqa: E402
 
@@ -146,7 +147,7 @@ def test_vit_model_pooler_is_pre_logits_both_ways(tmp_path):
     with torch.no_grad():
         want = hf(_nchw(images)).pooler_output.numpy()  # (B, 24)
     files.convert_file(tmp_path / "hf", tmp_path / "m.npz")
-    flat = checkpoint.read_npz(tmp_path / "m.npz")
+    flat = npz.read_npz(tmp_path / "m.npz")
     assert flat["pre_logits/kernel"].shape == (48, 24) and "head/kernel" not in flat
     model = _flax("d48-k3-p8", tanh=True, num_classes=0, rep=24)
     _close(_flax_from_npz(model, tmp_path / "m.npz", images), want)
@@ -229,7 +230,7 @@ def test_cli_both_directions(tmp_path):
     r = _run(str(tmp_path / "hf"), str(tmp_path / "back.npz"))
     assert r.returncode == 0, r.stderr
     assert "note: the model uses the exact (erf) GELU" in r.stderr
-    a, b = checkpoint.read_npz(path), checkpoint.read_npz(tmp_path / "back.npz")
+    a, b = npz.read_npz(path), npz.read_npz(tmp_path / "back.npz")
     assert sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -19,8 +19,9 @@ timm = pytest.importorskip("timm")
 from timm.models.vision_transformer import VisionTransformer as TimmViT  # noqa: E402
 
 from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
+from vit_core import npz  # noqa: E402
+from vit_core.errors import CheckpointError  # noqa: E402
 from vit_jax import checkpoint, models  # noqa: E402
-from vit_jax.errors import CheckpointError  # noqa: E402
 from vit_torch import convert, files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_no_embed_class_maps_when_said(tmp_path):
     _close(got, _timm_logits(model, images))
     # Unsaid, the position embedding is one row short: the model's check names it.
     short = convert.state_dict_to_npz(model.state_dict(), num_heads=4)
-    with pytest.raises(checkpoint.CheckpointError, match="pos_embedding"):
+    with pytest.raises(CheckpointError, match="pos_embedding"):
         checkpoint.check_params(checkpoint.npz_dict_to_params(short),
                                 models.param_shapes(_flax("token"), IMG))
 
@@ -153,7 +154,7 @@ def test_cli_timm_state_dict_to_npz(tmp_path):
     r = run(str(tmp_path / "timm.pth"), str(tmp_path / "m.npz"), "--variant", "testing")
     assert r.returncode == 0, r.stderr
     want = convert.state_dict_to_npz(model.state_dict(), num_heads=4)
-    got = checkpoint.read_npz(tmp_path / "m.npz")
+    got = npz.read_npz(tmp_path / "m.npz")
     assert sorted(got) == sorted(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from vit_jax import errors, mixup, models, optim, parallel, steps
+from vit_core import errors
+from vit_jax import mixup, models, optim, parallel, steps
 from vit_jax.state import TrainState
 
 K, B, S = 10, 16, 8  # classes, batch, image side

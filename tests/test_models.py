@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, models, posemb
-from vit_jax.errors import ConfigError
-from vit_jax.variants import decode_variant
+from vit_core import npz, posemb
+from vit_core.errors import ConfigError
+from vit_core.variants import decode_variant
+from vit_jax import checkpoint, models
 
 # Parameter counts of the released 1000-class models (timm / official), 224² input.
 RELEASED_COUNTS = {
@@ -49,7 +50,7 @@ def test_parameter_count_equals_released_model(variant):
 def test_released_21k_layout_with_representation():
     # ViT-B/16 ImageNet-21k: 21843 classes and a 768-wide pre-logits layer.
     model = models.create_model("B/16", num_classes=21843, representation_size=768)
-    shapes = checkpoint.flatten(models.param_shapes(model, 224))
+    shapes = npz.flatten(models.param_shapes(model, 224))
     assert shapes["pre_logits/kernel"].shape == (768, 768)
     assert shapes["head/kernel"].shape == (768, 21843)
     assert shapes["Transformer/posembed_input/pos_embedding"].shape == (1, 197, 768)
@@ -296,7 +297,7 @@ def test_option_parameter_counts_follow_big_vision(variant):
 
 def test_map_head_keys_are_big_vision_s():
     model = models.create_model("testing", num_classes=3, classifier="map")
-    shapes = {k: v.shape for k, v in checkpoint.flatten(models.param_shapes(model, 32)).items()
+    shapes = {k: v.shape for k, v in npz.flatten(models.param_shapes(model, 32)).items()
               if k.startswith("MAPHead_0/")}
     mha, d, mlp = "MAPHead_0/MultiHeadDotProductAttention_0/", 32, 64
     want = {"MAPHead_0/probe": (1, 1, d), "MAPHead_0/LayerNorm_0/scale": (d,),

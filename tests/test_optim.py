@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from vit_jax import checkpoint, errors, optim
+from vit_core import errors, npz
+from vit_jax import optim
 from vit_torch import recipe
 
 TOTAL, WARMUP, PEAK, END = 30, 5, 2e-3, 1e-4
@@ -150,7 +151,7 @@ def test_decay_mask_is_kernels_and_torch_decays_the_same_tensors():
     from vit_torch.model import create_model
 
     model = models.create_model("testing", num_classes=10, representation_size=32)
-    mask = checkpoint.flatten(optim.decay_mask(models.param_shapes(model, 16)))
+    mask = npz.flatten(optim.decay_mask(models.param_shapes(model, 16)))
     decayed = {k for k, v in mask.items() if v}
     assert decayed == {k for k in mask if k.endswith("/kernel")}
     assert "Transformer/posembed_input/pos_embedding" in mask and "cls" in mask

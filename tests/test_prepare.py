@@ -10,9 +10,9 @@ import sys
 import pytest
 from PIL import Image
 
+from vit_core.errors import DatasetError
 from vit_jax import dataset_info, prepare
 from vit_jax.dataset_info import DatasetNotFoundError
-from vit_jax.errors import DatasetError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
 from conftest import tiny_digits_config
+from vit_core.errors import ConfigError
 from vit_jax import input_pipeline, randaugment
-from vit_jax.errors import ConfigError
 
 GREY = (randaugment.FILL_VALUE,) * 3
 

@@ -9,7 +9,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import s16_i1k
-from vit_jax import errors, evaluate, models, train
+from vit_core import errors
+from vit_jax import evaluate, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_POSEMB = "posemb" in models.VisionTransformer.__dataclass_fields__

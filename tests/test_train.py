@@ -10,7 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import tiny_digits_config
-from vit_jax import checkpoint, errors, evaluate, train
+from vit_core import errors
+from vit_jax import checkpoint, evaluate, train
 
 
 def _read_jsonl(path):

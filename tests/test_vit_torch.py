@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from vit_jax import checkpoint, errors
+from vit_core import errors, npz
+from vit_core.posemb import resize_posemb
 from vit_torch import convert, files
 from vit_torch.model import VisionTransformer, create_model
 
@@ -165,8 +166,8 @@ def test_load_npz_resizes_posemb_only_when_asked(tmp_path):
     with pytest.raises(errors.CheckpointError, match="unexpected key cls_token"):
         convert.load_npz(gap, tmp_path / "m.npz", resize=True)  # not a resizing problem
     convert.load_npz(big, tmp_path / "m.npz", resize=True)
-    posemb = checkpoint.read_npz(tmp_path / "m.npz")["Transformer/posembed_input/pos_embedding"]
-    want = checkpoint.resize_posemb(posemb, (12, 12), 1)
+    posemb = npz.read_npz(tmp_path / "m.npz")["Transformer/posembed_input/pos_embedding"]
+    want = resize_posemb(posemb, (12, 12), 1)
     np.testing.assert_array_equal(big.pos_embed.detach().numpy(), want)
     assert big(_images(size=48)).shape == (2, 5)
 
@@ -255,7 +256,7 @@ def test_cli_round_trip_is_bit_exact(tmp_path, ext):
     assert r.returncode == 0, r.stderr
     r = _run("-m", "vit_torch", str(mid), str(out), "--variant", "testing")
     assert r.returncode == 0, r.stderr
-    a, b = checkpoint.read_npz(src), checkpoint.read_npz(out)
+    a, b = npz.read_npz(src), npz.read_npz(out)
     assert set(a) == set(b)
     for k in a:
         assert a[k].dtype == b[k].dtype, k

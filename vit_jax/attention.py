@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 
 Array = jax.Array
 IMPLEMENTATIONS = (None, "xla", "cudnn")

@@ -28,9 +28,9 @@ import statistics
 import sys
 from typing import Any
 
+from vit_core.errors import ConfigError, UserError
 from vit_jax import flops
 from vit_jax.benchmark_runners import RUNNERS, Options, Runner
-from vit_jax.errors import ConfigError, UserError
 from vit_jax.host_memory import retain_freed_memory
 
 

@@ -1,7 +1,7 @@
 """What every vit-jax command-line tool shares: quiet logs, flags, errors, processes.
 
 `parse_flags` is absl's parser with `--config` and `--config.<field>` mistakes reported as
-`vit_jax.errors.run_cli` reports every `UserError`: one `error:` line, exit code 2.
+`vit_core.errors.run_cli` reports every `UserError`: one `error:` line, exit code 2.
 `quiet_logs` silences TensorFlow's, absl's and orbax's start-up and INFO chatter, which
 would otherwise bury a tool's own output. `initialize_distributed` starts multi-host JAX;
 `install_sigterm_handler` tells the training loop that the process was asked to stop.
@@ -25,7 +25,7 @@ from absl import flags
 from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 
 # Libraries whose INFO lines (orbax's dozens per checkpoint, TensorFlow's) are noise here.
 NOISY_LOGGERS = ("absl", "orbax", "tensorflow", "jax._src.distributed", "etils")
@@ -36,7 +36,7 @@ class OrbaxFailureFilter(logging.Filter):
 
     A save that fails in orbax's threads (a full disk) logs hundreds of traceback lines
     from every thread; the same failure is raised to the training loop, which reports it
-    in one line (`vit_jax.errors.DiskFullError`).
+    in one line (`vit_core.errors.DiskFullError`).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -30,8 +30,8 @@ import numpy as np
 import requests
 import tensorflow_datasets as tfds
 
+from vit_core.errors import DatasetError
 from vit_jax.datasets import digits, folder  # importing digits registers it with tfds
-from vit_jax.errors import DatasetError
 
 _LOCAL_BUILDERS = frozenset({digits.Digits.name})  # built here, with no network
 # Files a manual-download dataset needs in its manual_dir (tfds only says so in prose).

@@ -21,8 +21,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vit_core import npz
+from vit_core.errors import CheckpointError, ConfigError, DatasetError, run_cli
 from vit_jax import checkpoint, cli, dataset_info, input_pipeline, models, parallel, state
-from vit_jax.errors import CheckpointError, ConfigError, DatasetError, run_cli
 from vit_jax.steps import make_eval_step
 
 
@@ -68,12 +69,12 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
         return _load_workdir(path, data_dir=data_dir, **overrides)
     if not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
-    flat = checkpoint.to_official(checkpoint.read_npz(path))  # any layout it reads
+    flat = checkpoint.to_official(npz.read_npz(path))  # any layout it reads
     arch = checkpoint.infer_architecture(flat)
     # A fixed sin-cos posemb fits any size: such a file does not say; use the usual 224.
     image_size, num_classes = arch.pop("image_size") or 224, arch.pop("num_classes")
     model = models.VisionTransformer(num_classes=num_classes, **arch, **overrides)
-    params = checkpoint.unflatten(flat)
+    params = npz.unflatten(flat)
     checkpoint.check_params(params, models.param_shapes(model, image_size))
     return LoadedModel(model, params, image_size, _class_names(dataset, data_dir, num_classes),
                        None)

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from typing import Any
 
-from vit_jax.variants import decode_variant
+from vit_core.variants import decode_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ def macs_breakdown(
     """Forward multiply-accumulates of one image, part by part.
 
     Args:
-      variant: a name from `vit_jax.variants.VARIANTS`, e.g. "B/16".
+      variant: a name from `vit_core.variants.VARIANTS`, e.g. "B/16".
       image_size: side of the square input images.
       num_classes: width of the head (0: no head).
       classifier: "token" adds the class token to the sequence; "gap" does not.

@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from vit_core.errors import run_cli
 from vit_jax import input_pipeline
 from vit_jax.cli import quiet_logs
-from vit_jax.errors import run_cli
 
 DATASET = "input_benchmark_photos"
 

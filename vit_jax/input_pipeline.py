@@ -34,11 +34,12 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vit_core.errors import ConfigError
+
 # `tf = _tf()` opens every TF function below: TF is imported on first use, hidden from
 # accelerators (dataset_info owns that set-up, shared with the data sources).
 from vit_jax.dataset_info import import_tensorflow as _tf
 from vit_jax.dataset_info import open_split, split_num_examples
-from vit_jax.errors import ConfigError
 
 # Pixel values: uint8 v ↦ v / 127.5 - 1 ∈ [-1, 1].
 PIXEL_SCALE = 127.5

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 
 _STREAM = 0x6D697875  # "mixu": folds the mixing stream off the run's seed
 

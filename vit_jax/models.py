@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_core.errors import ConfigError
+from vit_core.posemb import sincos_2d
+from vit_core.variants import decode_variant
 from vit_jax import ops
 from vit_jax.attention import dot_product_attention
-from vit_jax.errors import ConfigError
-from vit_jax.posemb import sincos_2d
-from vit_jax.variants import decode_variant
 
 Dtype = Any
 Array = jax.Array
@@ -74,7 +74,7 @@ class AddPositionEmbs(nn.Module):
                 raise ValueError(
                     f"The position embedding has shape {tuple(stored)} but these images give "
                     f"{shape[1]} tokens of width {shape[2]}: a checkpoint made for another "
-                    "image size must be resized first (vit_jax.checkpoint.resize_posemb)."
+                    "image size must be resized first (vit_core.posemb.resize_posemb)."
                 )
         posemb = self.param("pos_embedding", _posemb_init, shape)
         return x + posemb.astype(x.dtype)  # (B, N, D)
@@ -330,7 +330,7 @@ class VisionTransformer(nn.Module):
         probe, as big_vision / SigLIP). Only "token" has a class token.
       posemb: "learn" (a learned (1, N, D) embedding over every token, class token
         included: the official ViT and its released weights) or "sincos2d" (the fixed
-        `vit_jax.posemb.sincos_2d` table, no parameter, any image size). sincos2d is added
+        `vit_core.posemb.sincos_2d` table, no parameter, any image size). sincos2d is added
         to the patch tokens only, as big_vision does: the class token gets no position.
       representation_size: if set, a Dense+tanh "pre_logits" layer of this width before the
         head (the released ImageNet-21k models have it); None means identity.
@@ -473,7 +473,7 @@ def create_model(variant: str, *, num_classes: int, **overrides: Any) -> VisionT
     """Builds the linen module for a named variant.
 
     Args:
-      variant: a name from the variant table, e.g. "B/16" (see `vit_jax.variants`).
+      variant: a name from the variant table, e.g. "B/16" (see `vit_core.variants`).
       num_classes: size of the classification head (0 for no head).
       **overrides: any other `VisionTransformer` attribute (classifier, dtype, scan, ...),
         including the variant's own sizes (e.g. patch_size=8 on the "testing" variant).

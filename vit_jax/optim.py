@@ -30,8 +30,8 @@ from typing import Any
 import ml_collections
 import optax
 
-from vit_jax import checkpoint
-from vit_jax.errors import ConfigError
+from vit_core import npz
+from vit_core.errors import ConfigError
 
 WEIGHT_DECAY_CONVENTIONS = ("lr_scaled", "decoupled")
 
@@ -75,8 +75,8 @@ def decays(key: str) -> bool:
 
 def decay_mask(params: Any) -> Any:
     """The tree of `decays` booleans for a parameter tree."""
-    flat = checkpoint.flatten(params)
-    return checkpoint.unflatten({k: decays(k) for k in flat})
+    flat = npz.flatten(params)
+    return npz.unflatten({k: decays(k) for k in flat})
 
 
 def create_optimizer(

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 
 DATA_AXIS = "data"  # mesh axis of the "jit" and "fsdp" layouts
 PMAP_AXIS = "batch"  # axis name of the "pmap" layout

@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from vit_jax.errors import ConfigError, WorkdirError, run_cli
+from vit_core.errors import ConfigError, WorkdirError, run_cli
 
 HISTORY_FILE = "history.jsonl"
 TRAIN = "train"

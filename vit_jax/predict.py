@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vit_core.errors import CheckpointError, ConfigError, ImageError, run_cli
 from vit_jax import evaluate, input_pipeline
 from vit_jax.cli import quiet_logs
-from vit_jax.errors import CheckpointError, ConfigError, ImageError, run_cli
 
 DEFAULT_TOP_K = 5
 

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
+from vit_core.errors import run_cli
 from vit_jax.cli import quiet_logs
 from vit_jax.dataset_info import DatasetInfo, prepare_dataset
-from vit_jax.errors import run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -25,9 +25,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from vit_core import npz
+from vit_core.errors import CheckpointError
+from vit_core.variants import VARIANTS, WIDTHS
 from vit_jax import checkpoint
-from vit_jax.errors import CheckpointError
-from vit_jax.variants import VARIANTS, WIDTHS
 
 _VIT_MODELS = "https://storage.googleapis.com/vit_models/"
 _BIG_VISION = "https://storage.googleapis.com/big_vision/"
@@ -233,7 +234,7 @@ def resolve(
 
 
 def _architecture(path: str) -> dict[str, Any]:
-    return checkpoint.infer_architecture(checkpoint.to_official(checkpoint.read_npz(path)))
+    return checkpoint.infer_architecture(checkpoint.to_official(npz.read_npz(path)))
 
 
 def _check_release(path: str, name: str, release: Release) -> None:

@@ -55,7 +55,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 
 OPS = (
     "identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize",

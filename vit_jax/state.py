@@ -29,8 +29,8 @@ import optax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from vit_core.errors import CheckpointError, DiskFullError, WorkdirError
 from vit_jax import models
-from vit_jax.errors import CheckpointError, DiskFullError, WorkdirError
 
 # Config fields that may change between runs in one workdir without changing the run.
 # (The step count is not among them: it shapes the learning-rate schedule.)

@@ -24,6 +24,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vit_core.errors import ConfigError, TrainingError, run_cli
 from vit_jax import (
     checkpoint,
     cli,
@@ -34,7 +35,6 @@ from vit_jax import (
     pretrained,
     reporting,
 )
-from vit_jax.errors import ConfigError, TrainingError, run_cli
 from vit_jax.evaluate import evaluate_split
 from vit_jax.host_memory import retain_freed_memory
 from vit_jax.optim import create_optimizer
@@ -71,7 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       The final metrics (also written to `workdir/metrics.json`).
 
     Raises:
-      vit_jax.errors.UserError: a config, dataset, checkpoint, workdir or disk problem,
+      vit_core.errors.UserError: a config, dataset, checkpoint, workdir or disk problem,
         or non-finite metrics (`TrainingError`); the message says what to do.
     """
     t_start = time.time()

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
+from vit_core.errors import ConfigError, run_cli
 from vit_jax import evaluate, predict
 from vit_jax.cli import quiet_logs
-from vit_jax.errors import ConfigError, run_cli
 
 DEFAULT_PANEL_PX = 160  # side of one square panel in the PNG
 _DPI = 100

@@ -1,6 +1,6 @@
 """The converter's command line: `python -m vit_torch IN OUT [--variant B/16] ...`.
 
-Flags → `vit_torch.files.convert_file`. A mistake the user can fix (a `vit_jax.errors`
+Flags → `vit_torch.files.convert_file`. A mistake the user can fix (a `vit_core.errors`
 kind) prints one `error:` line and exits with code 2; anything else keeps its traceback.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vit_jax.errors import UserError
+from vit_core.errors import UserError
 from vit_torch.files import convert_file
 
 

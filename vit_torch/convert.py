@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from vit_jax.checkpoint import read_npz, resize_posemb, write_npz
-from vit_jax.errors import CheckpointError, ConfigError
-from vit_jax.variants import VARIANTS, decode_variant
+from vit_core.errors import CheckpointError, ConfigError
+from vit_core.npz import read_npz, write_npz
+from vit_core.posemb import resize_posemb
+from vit_core.variants import VARIANTS, decode_variant
 from vit_torch.model import VisionTransformer
 
 _ATTN = "MultiHeadDotProductAttention_1"
@@ -380,7 +381,7 @@ def npz_to_state_dict(flat: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]
     """Official-layout arrays → a `vit_torch` (timm-named) state dict, bit-exact.
 
     Args:
-      flat: "/"-joined keys to arrays, e.g. from `vit_jax.checkpoint.read_npz`.
+      flat: "/"-joined keys to arrays, e.g. from `vit_jax.npz.read_npz`.
 
     Returns:
       {timm-style key: tensor}; load it with `model.load_state_dict`.
@@ -419,7 +420,7 @@ def state_dict_to_npz(
       no_embed_class: a timm `no_embed_class=True` model (see `timm_to_state_dict`).
 
     Returns:
-      {"/"-joined key: array}, ready for `vit_jax.checkpoint.write_npz`.
+      {"/"-joined key: array}, ready for `vit_jax.npz.write_npz`.
 
     Raises:
       CheckpointError: a missing, extra or mis-shaped key (named in the message).
@@ -524,7 +525,7 @@ def check_variant(dims: Dims, variant: str) -> None:
 
     Args:
       dims: the checkpoint's sizes; `heads` None when the checkpoint does not store it.
-      variant: a `vit_jax.variants` name.
+      variant: a `vit_core.variants` name.
 
     Raises:
       ConfigError: an unknown variant name.
@@ -553,7 +554,7 @@ def load_npz(
       model: a `VisionTransformer` of the checkpoint's architecture.
       path: the `.npz` file.
       resize: resample the position embedding to the model's patch grid
-        (`vit_jax.checkpoint.resize_posemb`) when the file was made for another image size.
+        (`vit_core.posemb.resize_posemb`) when the file was made for another image size.
 
     Returns:
       The same model, for chaining.
@@ -572,7 +573,7 @@ def load_npz(
             raise CheckpointError(
                 f"{path}: the position embedding has shape {flat[key].shape} but the model "
                 f"expects {want} (a {model.grid_size[0]}x{model.grid_size[1]} patch grid). "
-                "Pass resize=True to resample it (vit_jax.checkpoint.resize_posemb)."
+                "Pass resize=True to resample it (vit_core.posemb.resize_posemb)."
             )
         flat[key] = resize_posemb(flat[key], model.grid_size, model.num_prefix_tokens)
     sd = npz_to_state_dict(flat)

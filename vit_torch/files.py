@@ -21,9 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from vit_jax.checkpoint import atomic_write, read_npz, write_npz
-from vit_jax.errors import CheckpointError, ConfigError
-from vit_jax.variants import decode_variant
+from vit_core.errors import CheckpointError, ConfigError
+from vit_core.npz import atomic_write, read_npz, write_npz
+from vit_core.variants import decode_variant
 from vit_torch import hf
 from vit_torch.convert import (
     check_variant,

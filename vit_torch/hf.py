@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vit_jax.errors import CheckpointError, ConfigError
+from vit_core.errors import CheckpointError, ConfigError
 from vit_torch.convert import Dims, check_hf_compatible
 from vit_torch.model import LAYER_NORM_EPS
 

@@ -7,7 +7,7 @@ as timm's `AttentionPoolLatent`: `attn_pool.latent`, `attn_pool.q`, `attn_pool.k
 `attn_pool.proj`, `attn_pool.norm`, `attn_pool.mlp.fc1/fc2`), so timm users can read its
 state dicts. `vit_torch.convert` maps them onto the official `.npz` layout.
 No jax or flax import, directly or indirectly: the variant table and the sincos2d
-position embedding (`vit_jax.posemb`) are numpy-only.
+position embedding (`vit_core.posemb`) are numpy-only.
 
 Input is NCHW (B, 3, H, W); features are in the token layout (B, N, D) like the Flax model.
 Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_jax.errors import ConfigError
-from vit_jax.posemb import sincos_2d
-from vit_jax.variants import decode_variant
+from vit_core.errors import ConfigError
+from vit_core.posemb import sincos_2d
+from vit_core.variants import decode_variant
 
 LAYER_NORM_EPS = 1e-6
 # Std of a standard normal truncated to [-2, 2]; flax's truncated lecun_normal divides by it
@@ -315,7 +315,7 @@ class VisionTransformer(nn.Module):
                 f"({self.grid_size[0] * p}x{self.grid_size[1] * p} images). Resize the position "
                 f"embedding: build the model with img_size=({h}, {w}) and load weights with "
                 "vit_torch.convert.load_npz(model, path, resize=True) "
-                "(vit_jax.checkpoint.resize_posemb)."
+                "(vit_core.posemb.resize_posemb)."
             )
 
     def _encode(
@@ -402,7 +402,7 @@ def create_model(
     """Builds the PyTorch ViT for a named variant.
 
     Args:
-      variant: a name from `vit_jax.variants.VARIANTS`, e.g. "B/16" or "testing".
+      variant: a name from `vit_core.variants.VARIANTS`, e.g. "B/16" or "testing".
       num_classes: size of the classification head (0 for no head).
       img_size: image side (or (H, W)) the position embedding is sized for.
       **overrides: any other `VisionTransformer` option (classifier, gelu_approximate, ...),

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 from vit_torch import convert
 from vit_torch.model import VisionTransformer
 

@@ -33,7 +33,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
-from vit_jax.errors import DatasetError
+from vit_core.errors import DatasetError
 
 PREFIX = "folder:"  # config.dataset = PREFIX + PATH
 HELD_OUT_FRACTION = 0.1  # of each class of train/, when there is no val/

@@ -9,8 +9,11 @@ v3), computed step by step in float32 as big_vision does in `jnp`.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
+
+from vit_core.errors import CheckpointError
 
 TEMPERATURE = 10_000.0
 
@@ -47,3 +50,36 @@ def sincos_2d(h: int, w: int, width: int, temperature: float = TEMPERATURE) -> n
     table = table.astype(np.float32)[None]  # (1, h·w, D)
     table.flags.writeable = False
     return table
+
+
+def resize_posemb(
+    posemb: np.ndarray, new_grid: tuple[int, int], num_prefix_tokens: int = 1
+) -> np.ndarray:
+    """Resizes a (1, prefix + h*w, D) position embedding to a new (h', w') patch grid.
+
+    The same resampling as the official fine-tuning code: the grid part is zoomed with
+    `scipy.ndimage.zoom(order=1)` (linear, corner-aligned), the class-token embedding is
+    kept unchanged. This is not `F.interpolate`'s half-pixel-centred bilinear.
+
+    Args:
+      posemb: (1, prefix + h*h, D) array (the released checkpoints' grids are square).
+      new_grid: (h', w') patches of the new resolution (image size // patch size).
+      num_prefix_tokens: 1 with a class token ("token" classifier), 0 for "gap".
+
+    Returns:
+      A (1, prefix + h'*w', D) float array of the input dtype.
+    """
+    import scipy.ndimage  # only needed here; keeps the module import light
+
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+    old = math.isqrt(grid.shape[0])
+    if old * old != grid.shape[0]:
+        raise CheckpointError(f"Position embedding grid of {grid.shape[0]} tokens is not square.")
+    if (old, old) == tuple(new_grid):
+        return posemb
+    gh, gw = new_grid
+    grid = grid.reshape(old, old, -1)  # (h, w, D)
+    zoom = (gh / old, gw / old, 1)
+    grid = scipy.ndimage.zoom(grid, zoom, order=1)  # (h', w', D), as the official code calls it
+    grid = grid.reshape(1, gh * gw, -1)
+    return np.concatenate([prefix, grid], axis=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vit_jax.errors import ConfigError
+from vit_core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
