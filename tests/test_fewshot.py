@@ -180,3 +180,36 @@ def test_training_writes_fewshot_to_history_tensorboard_and_metrics(digits_dir, 
     events.Reload()
     tags = events.Tags()["tensors"] + events.Tags()["scalars"]
     assert "fewshot/digits_5shot" in tags, tags
+
+
+@pytest.mark.parametrize("layout", ["sharded", "pmap-replica"])
+def test_evaluator_takes_params_as_the_layouts_hold_them(digits_dir, tiny_npz, layout):
+    _, model, params = tiny_npz
+    data = tiny_digits_config(digits_dir)
+    evaluator = fewshot.FewshotEvaluator(model, data, "train[:200]", "test[:100]", (1, 2), 2)
+    devices = jax.devices()
+    if layout == "sharded":  # every array split (or replicated) over 8 devices, as fsdp/jit
+        mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+
+        def place(x):
+            split = x.shape and x.shape[0] % len(devices) == 0
+            spec = jax.sharding.PartitionSpec("data" if split else None)
+            return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
+    else:  # a pmap layout's unreplicated copy lives on one device, not the default one
+        def place(x):
+            return jax.device_put(x, devices[-1])
+    placed = jax.tree.map(place, params)
+    assert evaluator(placed) == evaluator(params)
+
+
+def test_a_workdir_resumes_with_other_fewshot_settings(digits_dir, tmp_path):
+    from vit_jax import state
+
+    config = tiny_digits_config(digits_dir)
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(config.to_json())
+    changed = tiny_digits_config(digits_dir, **{"fewshot.every_steps": 5})
+    state.CheckpointStore(str(workdir), changed).close()  # no ConfigMismatchError
+    with pytest.raises(state.ConfigMismatchError):
+        state.CheckpointStore(str(workdir), tiny_digits_config(digits_dir, seed=1))
