@@ -197,10 +197,20 @@ def extract_features(model: models.VisionTransformer, params: Any,
 
 
 def host_params(params: Any) -> Any:
-    """Parameters as numpy arrays on this host (gathered across processes if needed)."""
-    if jax.process_count() > 1:
-        return multihost_utils.process_allgather(params, tiled=True)
-    return jax.device_get(params)
+    """Parameters as numpy arrays on this host.
+
+    Args:
+      params: numpy arrays, arrays on this process's devices (a pmap layout's
+        unreplicated copy), or global arrays split over several processes (jit / fsdp on
+        many hosts: gathered, a collective that every process must reach).
+
+    Returns:
+      The same tree of numpy arrays.
+    """
+    leaves = jax.tree.leaves(params)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.device_get(params)
+    return multihost_utils.process_allgather(params, tiled=True)
 
 
 class FewshotEvaluator:
