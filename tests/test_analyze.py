@@ -183,6 +183,7 @@ def test_analyze_with_image_files_and_without_images(tiny_npz, tmp_path, capsys)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 12), np.uint8)).save(image)
     result = analyze.analyze(tiny_npz, str(tmp_path / "a"), [str(image), str(image)])
     assert result["num_images"] == 2 and "attention_maps.png" in result["files"]
+    assert "attention: 2/2 images" in capsys.readouterr().err  # progress
     bare = analyze.analyze(tiny_npz, str(tmp_path / "b"))
     assert bare["files"] == ["patch_embedding_pca.png", "posemb_similarity.png"]
     assert "the attention figures need images" in capsys.readouterr().err

@@ -31,6 +31,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ NUM_COMPONENTS = 28  # the paper's Fig. 7 shows 28
 DEFAULT_NUM_IMAGES = 32  # images averaged for the attention distance (--dataset)
 DEFAULT_NUM_MAPS = 4  # images drawn in attention_maps.png (--dataset)
 _DPI = 100
+_PROGRESS_EVERY_S = 2.0
 
 
 # ------------------------------------------------------------------ the maths (numpy)
@@ -155,18 +157,19 @@ def attention_weights(loaded: evaluate.LoadedModel, images: np.ndarray
 
 
 def attention_distances(loaded: evaluate.LoadedModel, images: np.ndarray,
-                        batch_size: int = 16) -> np.ndarray:
+                        batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """(L, K) mean attention distance in pixels of every head of every block.
 
     Args:
       loaded: the model.
       images: float32 (B, S, S, 3) preprocessed images to average over.
       batch_size: images per forward pass.
+      progress: print "attention: n/N images" to stderr every few seconds.
 
     Returns:
       (num_layers, num_heads) distances, averaged over the images.
     """
-    sums, count = None, 0
+    sums, count, last = None, 0, time.time()
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
         _, attn = attention_weights(loaded, chunk)
@@ -174,6 +177,9 @@ def attention_distances(loaded: evaluate.LoadedModel, images: np.ndarray,
                                               prefix_tokens(loaded)) for a in attn])  # (L, K)
         sums = d * len(chunk) if sums is None else sums + d * len(chunk)
         count += len(chunk)
+        if progress and (time.time() - last > _PROGRESS_EVERY_S or count == len(images)):
+            print(f"attention: {count}/{len(images)} images", file=sys.stderr, flush=True)
+            last = time.time()
     return sums / count
 
 
@@ -332,8 +338,7 @@ def analyze(checkpoint: str | evaluate.LoadedModel, out_dir: str,
               "the weight figures only.", file=sys.stderr, flush=True)
         images = shown = np.zeros((0,))
     if len(images):
-        print(f"attention of {len(images)} image(s) ...", file=sys.stderr, flush=True)
-        distances = attention_distances(loaded, images)
+        distances = attention_distances(loaded, images, progress=True)
         plot_attention_distance(distances, loaded.image_size, path("attention_distance.png"),
                                 f"{name}: mean attention distance ({len(images)} images)")
         result["attention_distance_px"] = distances.tolist()
