@@ -30,6 +30,7 @@ TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_python_tanh")
 _DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12, "qkv_bias": True,
              "pooler_act": "tanh", "num_attention_heads": 12, "image_size": 224,
              "patch_size": 16, "num_channels": 3}
+_MAX_HEADS = 4096  # far above any ViT (ViT-22B has 48); a config above it is not a ViT's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,12 +132,23 @@ def read_config(config: Mapping[str, Any]) -> HfOptions:
         raise CheckpointError(f"config.json has hidden_act {act!r}; the ViT models here use "
                               f"GELU: one of {', '.join(EXACT_GELU + TANH_GELU)}.")
     id2label = config.get("id2label") or {}
+    if not isinstance(id2label, dict):
+        raise CheckpointError(f"config.json's id2label is a {type(id2label).__name__}, not an "
+                              "object {index: class name}.")
     labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
     if labels == [f"LABEL_{i}" for i in range(len(labels))] or not labels:
         labels = None  # HF's placeholders: no class names
-    return HfOptions(num_heads=int(_get(config, "num_attention_heads")),
-                     gelu_approximate=act in TANH_GELU,
-                     layer_norm_eps=float(_get(config, "layer_norm_eps")), labels=labels)
+    heads = _get(config, "num_attention_heads")
+    # bool is an int in Python; the weights' widths bound the rest (check_config).
+    if not isinstance(heads, int) or isinstance(heads, bool) or not 1 <= heads <= _MAX_HEADS:
+        raise CheckpointError(f"config.json has num_attention_heads={heads!r}; expected a whole "
+                              f"number from 1 to {_MAX_HEADS}.")
+    eps = _get(config, "layer_norm_eps")
+    if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1:
+        raise CheckpointError(f"config.json has layer_norm_eps={eps!r}; expected a small "
+                              "positive number (e.g. 1e-12).")
+    return HfOptions(num_heads=heads, gelu_approximate=act in TANH_GELU,
+                     layer_norm_eps=float(eps), labels=labels)
 
 
 def check_config(config: Mapping[str, Any], dims: Dims) -> None:
@@ -163,7 +175,7 @@ def check_config(config: Mapping[str, Any], dims: Dims) -> None:
     for field, want in fields.items():
         # A field left out means transformers' default (not the weights' value).
         got = image_size if field == "image_size" else config.get(field, _DEFAULTS.get(field, want))
-        if isinstance(got, list | tuple) and len(set(got)) == 1:
+        if isinstance(got, list | tuple) and got and all(g == got[0] for g in got):
             got = got[0]  # [224, 224]
         if got != want:
             raise CheckpointError(f"config.json says {field}={got!r} but the weights have "
