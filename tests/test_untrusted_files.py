@@ -265,3 +265,34 @@ def test_hf_shard_index_that_is_broken_or_points_elsewhere(hf_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(f"error: {directory}/model.safetensors.index.json ")
     assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------- the same files in vit_jax
+@pytest.fixture(scope="module")
+def vit_jax_tools():
+    """vit_jax's predict and train modules: importing them (JAX, Flax, tfds) takes ~15 s
+    here, once; the tests themselves take milliseconds."""
+    from vit_jax import predict, train
+
+    return predict, train
+
+
+def test_vit_jax_predict_and_init_checkpoint_refuse_a_forged_npz(tmp_path, capsys,
+                                                                 vit_jax_tools):
+    from PIL import Image
+
+    from conftest import tiny_digits_config
+
+    predict, train = vit_jax_tools
+    path = _zip(tmp_path / "a.npz", {"w.npy": _npy((10**6, 10**6), data=b"\0" * 16)})
+    why = (f"{path} is not a readable .npz file: member w.npy declares shape (1000000, 1000000) "
+           "of float32 (4000000000000 bytes) but holds 16 bytes (truncated or forged).")
+    image = str(tmp_path / "x.png")
+    Image.new("RGB", (8, 8)).save(image)
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", path, image])
+    assert e.value.code == 2 and capsys.readouterr().err == f"error: {why}\n"
+    config = tiny_digits_config(None, init_checkpoint=path)
+    with pytest.raises(errors.CheckpointError) as e:
+        train.use_init_checkpoint_options(config)  # what training reads first
+    assert str(e.value) == why
