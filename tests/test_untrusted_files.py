@@ -161,6 +161,16 @@ def _forged_pt(path) -> None:
             z.writestr(name, forged.getvalue() if name.endswith("data.pkl") else data)
 
 
+def _forged_legacy_pt(path) -> None:
+    """torch's pre-1.6 (non-zip) format, its storage's element count forged to 10^12."""
+    f = io.BytesIO()
+    torch.save({"a": torch.ones(4)}, f, _use_new_zipfile_serialization=False)
+    data = f.getvalue()
+    count = data.index(b"K\x04", data.index(b"cpu"))  # BININT1 4: the storage's numel
+    path.write_bytes(data[:count] + b"\x8a\x08" + (10**12).to_bytes(8, "little")  # LONG1
+                     + data[count + 2:])
+
+
 @pytest.mark.parametrize("name, make, why", [
     ("len.safetensors", lambda p: _safetensors(2**62, b"{}"), "header too large"),
     ("past.safetensors", lambda p: _safetensors(1000, b'{"a": 1}'), "invalid header length"),
@@ -168,13 +178,15 @@ def _forged_pt(path) -> None:
      "incomplete metadata, file not fully covered"),
     ("empty.safetensors", lambda p: b"", "header too small"),
     ("evil.pt", lambda p: pickle.dumps({"a": _Evil(p)}), "it holds pickled objects or is corrupt"),
-    ("forged.pt", None, "record size (16 bytes) does not match expected size"),
+    ("forged.pt", _forged_pt, "record size (16 bytes) does not match expected size"),
+    ("legacy.pt", _forged_legacy_pt, "can't allocate memory: you tried to allocate "
+     "4000000000000 bytes"),
 ])
 def test_convert_cli_refuses_hostile_state_dicts(tmp_path, capsys, name, make, why):
     path = tmp_path / name
     marker = tmp_path / "pwned"
-    if make is None:
-        _forged_pt(path)
+    if make in (_forged_pt, _forged_legacy_pt):
+        make(path)
     else:
         path.write_bytes(make(str(marker)))
     start = time.perf_counter()

@@ -6,7 +6,11 @@ Hugging Face checkpoint directory (`config.json` + `model.safetensors`; any path
 an extension, or an existing directory). Every conversion goes through the npz arrays.
 
 Nothing pickled is ever executed: `.pt` files are read with `torch.load(weights_only=True)`,
-`.npz` with `allow_pickle=False`. Files are written atomically with the usual permissions.
+`.npz` with `vit_core.npz.read_npz`. Every input is untrusted: safetensors' reader checks
+its header and offsets against the file, torch's its storages' sizes, read_npz every
+member's shape and the zip's expansion, `read_json` a HF directory's JSON files (size,
+syntax, an object); a broken or hostile file is one `CheckpointError`. Files are written
+atomically with the usual permissions.
 """
 
 from __future__ import annotations
