@@ -1,8 +1,10 @@
 """Classify image files: `python -m vit_jax.predict --checkpoint CKPT IMAGE [IMAGE ...]`.
 
 CKPT is a training workdir or an official-layout `.npz` (see `vit_jax.evaluate`).
-Images of any size and mode (PNG, JPEG, ...; grayscale, RGB or RGBA) go through the eval
-transform of the input pipeline: short side resized to image_size / eval_resize_ratio,
+Images of any size up to 89.5 megapixels (a larger one is refused as a possible
+decompression bomb, `vit_jax.datasets.image_check.decode`) and any mode (PNG, JPEG, ...;
+grayscale, RGB or RGBA) are decoded in full, then go through the eval transform of the
+input pipeline: short side resized to image_size / eval_resize_ratio,
 centre crop, pixels scaled to [-1, 1]. The ratio is the workdir config's
 `eval_resize_ratio` (0.875 for a `.npz`, as for the released models). For each image
 one line is printed:
