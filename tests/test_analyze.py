@@ -95,7 +95,7 @@ def tiny_model(attention_impl=None, **options):
 def block0_attention(params, model, images):
     """softmax(q·kᵀ/√Dh) of the first block, from the parameters, in numpy (float64)."""
     p = {k: np.asarray(v, np.float64) for k, v in _flat(params).items()}
-    kernel = p["embedding/kernel"].reshape(-1, model.hidden_size)
+    kernel = p["embedding/kernel"].reshape(-1, model.spec.hidden_size)
     b, s = images.shape[:2]
     g = s // 4
     x = images.reshape(b, g, 4, g, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)

@@ -115,21 +115,20 @@ def mean_attention_distance(weights: np.ndarray, grid: tuple[int, int], patch_si
 
 # ------------------------------------------------------------------ the model's numbers
 def prefix_tokens(loaded: evaluate.LoadedModel) -> int:
-    """Tokens before the patches: 1 for a class-token model, else 0."""
-    return 1 if loaded.model.classifier == "token" else 0
+    """Tokens before the patches: the class token and the registers."""
+    return loaded.model.spec.num_prefix_tokens
 
 
 def patch_grid(loaded: evaluate.LoadedModel) -> tuple[int, int]:
     """(gh, gw) of the model's image size."""
-    g = loaded.image_size // loaded.model.patch_size
-    return g, g
+    return loaded.model.spec.replace(image_size=loaded.image_size).grid
 
 
 def position_embeddings(loaded: evaluate.LoadedModel) -> np.ndarray:
     """(gh·gw, D) the patches' position embeddings (learned, or the sincos2d table)."""
     grid = patch_grid(loaded)
-    if loaded.model.posemb == "sincos2d":
-        return np.asarray(sincos_2d(*grid, loaded.model.hidden_size)[0])
+    if loaded.model.spec.posemb == "sincos2d":
+        return np.asarray(sincos_2d(*grid, loaded.model.spec.hidden_size)[0])
     table = np.asarray(loaded.params["Transformer"]["posembed_input"]["pos_embedding"])[0]
     return table[prefix_tokens(loaded):]  # (gh·gw, D)
 
@@ -325,7 +324,7 @@ def analyze(checkpoint: str | evaluate.LoadedModel, out_dir: str,
     grid = patch_grid(loaded)
     similarity = cosine_similarity(position_embeddings(loaded))
     plot_posemb_similarity(similarity, grid, path("posemb_similarity.png"),
-                           f"{name}: position embedding similarity ({model.posemb})")
+                           f"{name}: position embedding similarity ({model.spec.posemb})")
 
     if raw:
         images = predict.preprocess(loaded, raw)
