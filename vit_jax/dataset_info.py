@@ -54,12 +54,15 @@ class DatasetInfo:
       num_examples: split name → examples (the splits the dataset was prepared with).
       class_names: the label names, if the dataset has them.
       image_channels: channels as stored (1: grayscale; the pipeline always yields 3).
+      summary: for a folder, one line with its classes and split sizes (for the tools that
+        use its data to print); "" for a tfds dataset.
     """
 
     num_classes: int
     num_examples: dict[str, int]
     class_names: list[str] | None
     image_channels: int
+    summary: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +337,7 @@ def get_dataset_info(dataset: str, data_dir: str | None) -> DatasetInfo:
         num_examples=num_examples,
         class_names=names,
         image_channels=int(builder.info.features[image_key].shape[-1]),
+        summary=builder.summary if isinstance(builder, folder.ImageFolder) else "",
     )
 
 
