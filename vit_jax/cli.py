@@ -28,8 +28,9 @@ from jax.experimental import multihost_utils
 
 from vit_core.errors import ConfigError
 
-# Libraries whose INFO lines (orbax's dozens per checkpoint, TensorFlow's) are noise here.
-NOISY_LOGGERS = ("absl", "orbax", "tensorflow", "jax._src.distributed", "etils")
+# Libraries whose INFO lines (orbax's dozens per checkpoint, TensorFlow's) are noise here;
+# urllib3 warns once per retried connection (tfds' downloads), before the one error line.
+NOISY_LOGGERS = ("absl", "orbax", "tensorflow", "jax._src.distributed", "etils", "urllib3")
 
 
 class OrbaxFailureFilter(logging.Filter):
