@@ -106,6 +106,11 @@ def _base_name(name: str) -> str:
     return name.split("/")[0].split(":")[0]  # "imagenet2012/subset:1.0.0" → "imagenet2012"
 
 
+def is_bundled(name: str) -> bool:
+    """True for a dataset that vit-jax builds itself, with no download (digits)."""
+    return _base_name(name) in _LOCAL_BUILDERS
+
+
 def prepare_command(name: str, data_dir: str | None) -> str:
     """The shell command that prepares tfds dataset `name` into `data_dir`."""
     where = data_dir or tfds.core.constants.DATA_DIR  # tfds' default when None

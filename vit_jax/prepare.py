@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from vit_core.errors import run_cli
 from vit_jax.cli import quiet_logs
-from vit_jax.dataset_info import DatasetInfo, prepare_dataset
+from vit_jax.dataset_info import DatasetInfo, is_bundled, prepare_dataset
 from vit_jax.datasets import folder
 
 
@@ -49,6 +49,8 @@ def plan(name: str, data_dir: str | None) -> str:
         return (f"checking the image folder {path} (its layout and every image; nothing is "
                 "written: training reads the images from there)...")
     where = data_dir or tfds.core.constants.DATA_DIR  # tfds' default
+    if is_bundled(name):
+        return f"preparing {name} in {where} (bundled: nothing is downloaded)..."
     return (f"preparing {name} in {where}: downloading into {where}/downloads, then writing "
             "the dataset there (a large dataset takes hours)...")
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import ml_collections
+from ml_collections import config_flags
 
 from vit_core.errors import ConfigError
 from vit_jax.datasets import folder
@@ -50,6 +52,19 @@ class Origin:
 
     config_file: str | None = None
     explicit: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_flag(cls, flag: Any) -> Origin:
+        """The origin of a parsed `config_flags.DEFINE_config_file` flag.
+
+        Args:
+          flag: the flag object, e.g. `absl.flags.FLAGS["config"]`.
+
+        Returns:
+          Its file (with the ":arg" part) and the fields set by `--config.FIELD=...`.
+        """
+        return cls(config_file=config_flags.get_config_filename(flag),
+                   explicit=frozenset(config_flags.get_override_values(flag)))
 
     def file_value(self, field: str, value: object) -> str:
         """E.g. "num_epochs=90 in configs/b16.py"."""

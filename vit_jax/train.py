@@ -255,10 +255,8 @@ def main(argv: list[str]) -> None:
               f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "
               f"{jax.device_count()} {jax.default_backend()} device(s); workdir "
               f"{FLAGS.workdir}", flush=True)
-        flag = FLAGS["config"]
-        origin = run_plan.Origin(config_file=config_flags.get_config_filename(flag),
-                                 explicit=frozenset(config_flags.get_override_values(flag)))
-        result = train_and_evaluate(config, FLAGS.workdir, origin=origin)
+        result = train_and_evaluate(config, FLAGS.workdir,
+                                    origin=run_plan.Origin.from_flag(FLAGS["config"]))
         if "interrupted_at_step" in result:
             sys.exit(SIGINT_EXIT_CODE)
 
