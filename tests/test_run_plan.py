@@ -162,15 +162,16 @@ def test_a_tfds_dataset_keeps_the_config_splits_it_has():
 
 
 # ------------------------------------------------------------- one run through the CLI
-@pytest.mark.slow  # ~40 s here: a real 3-step run of the CLI, then predict and evaluate
+@pytest.mark.slow  # ~80 s here: a real 3-step run of the CLI, then predict and evaluate
 def test_cli_run_of_ti16_on_a_folder_with_a_step_override(folders, tmp_path, capfd):
     dataset = folders[False, True]
     workdir = str(tmp_path / "run")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO,
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
     command = [sys.executable, "-m", "vit_jax.train", "--config", "configs/ti16.py",
                "--workdir", workdir, f"--config.dataset={dataset}",
                "--config.model.variant=testing", "--config.model.dtype=float32",
-               "--config.image_size=8", "--config.batch_size=4", "--config.eval_batch_size=4",
+               "--config.image_size=8", "--config.batch_size=8", "--config.eval_batch_size=8",
                "--config.num_train_steps=3", "--config.warmup_steps=1"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
