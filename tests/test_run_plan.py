@@ -162,7 +162,7 @@ def test_a_tfds_dataset_keeps_the_config_splits_it_has():
 
 
 # ------------------------------------------------------------- one run through the CLI
-@pytest.mark.slow  # ~80 s here: a real 3-step run of the CLI, then predict and evaluate
+@pytest.mark.slow  # ~100 s here: a real 3-step run of the CLI, then predict and evaluate
 def test_cli_run_of_ti16_on_a_folder_with_a_step_override(folders, tmp_path, capfd):
     dataset = folders[False, True]
     workdir = str(tmp_path / "run")
@@ -201,3 +201,27 @@ def test_cli_run_of_ti16_on_a_folder_with_a_step_override(folders, tmp_path, cap
     results = evaluate.evaluate_checkpoint(workdir)
     assert sorted(results) == ["test", "validation"] and loaded.class_names == ["cat", "dog"]
     assert "folder dataset" not in "".join(capfd.readouterr())
+    # evaluate --config chooses the splits as training does, and names them truly.
+    done = subprocess.run(
+        [sys.executable, "-m", "vit_jax.evaluate", "--checkpoint", workdir, "--config",
+         "configs/b16.py", f"--config.dataset={dataset}", "--config.image_size=8",
+         "--config.eval_batch_size=8"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("validation: top-1") and lines[0].endswith("(2 images)")
+    assert lines[1].startswith("test: top-1") and lines[1].endswith("(6 images)")
+    assert "folder dataset" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow  # ~20 s each here: the CLI's imports
+@pytest.mark.parametrize("value", ["None", ""])
+def test_clearing_num_epochs_on_the_command_line_says_it_is_not_needed(value, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "vit_jax.train", "--config", "configs/ti16.py", "--workdir",
+         str(tmp_path), f"--config.num_epochs={value}"], cwd=REPO, capture_output=True,
+        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"))
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"error: flag --config.num_epochs={value}: could not convert string to float: "
+        f"{value!r}; a number is needed, and one of --config.num_train_steps and "
+        "--config.num_epochs alone wins over the config file's duration"], done.stderr

@@ -138,7 +138,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.<field>
         error = config_error(e, argv)
     except flags.Error as e:  # a missing required flag, a bad value
-        error = ConfigError(f"{e} (see --helpfull)")
+        if re.match(r"flag --config\.(num_epochs|num_train_steps)=", str(e)):
+            # e.g. `--config.num_epochs=None` to make a steps override count: not needed.
+            error = ConfigError(f"{e}; a number is needed, and one of --config.num_train_steps "
+                                "and --config.num_epochs alone wins over the config file's "
+                                "duration")
+        else:
+            error = ConfigError(f"{e} (see --helpfull)")
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(2)
 
