@@ -24,11 +24,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from configs import default as default_config
 from vit_core.errors import SIGINT_EXIT_CODE, ConfigError, TrainingError, run_cli
 from vit_jax import (
     checkpoint,
     cli,
     dataset_info,
+    fewshot,
     input_pipeline,
     models,
     parallel,
@@ -86,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     print(f"vit_jax.train: {plan.describe()}", flush=True)
     total_steps = plan.total_steps
     init_path = use_init_checkpoint_options(config)
-    model = models.model_from_config(config.model, info.num_classes)
+    model = models.model_from_config(config.model, info.num_classes, config.image_size)
     if config.image_size % model.patch_size:  # before the workdir is touched
         raise ConfigError(
             f"config.image_size={config.image_size} is not divisible by the patch size "
@@ -94,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f"{config.model.variant!r}); e.g. use image_size="
             f"{max(1, round(config.image_size / model.patch_size)) * model.patch_size}.")
     tx, schedule = create_optimizer(config, total_steps)
-    store = CheckpointStore(workdir, config)  # refuses a workdir of another config
+    # Refuses a workdir of another config; fields it predates count as their defaults.
+    store = CheckpointStore(workdir, config, defaults=default_config.get_config())
     metrics_path = os.path.join(store.workdir, "metrics.json")
     if store.latest_step() == total_steps and os.path.exists(metrics_path):
         store.close()
@@ -118,6 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         train_step = layout.compile_train_step(
             make_train_step(model, tx, schedule, config, axis_name=layout.axis_name))
         eval_fn = layout.compile_eval_step(make_eval_step(model))
+        fewshot_eval = fewshot.evaluator_from_config(config, model)  # None: off
+        fewshot_result: dict[str, float] = {}
         train_iter = input_pipeline.create_train_iter(
             config, global_batch_size=config.batch_size, start_step=start_step,
             process_index=jax.process_index(), process_count=jax.process_count())
@@ -152,6 +157,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     result = evaluate_split(eval_fn, state.params, config, config.eval_split,
                                             layout)
                     reporter.eval(step, config.eval_split, result)
+                if fewshot_eval and (is_last or step % config.fewshot.every_steps == 0):
+                    accuracies = fewshot_eval(layout.unreplicate(state.params))
+                    fewshot_result = fewshot.summarize(accuracies)
+                    reporter.fewshot(step, fewshot_eval.dataset, fewshot_result)
                 if must_save:
                     store.save(step, layout.host_state(state))
                 if stop:
@@ -173,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 result = evaluate_split(eval_fn, params, config, split, layout)
                 reporter.eval(step, split, result)
                 final[name] = {"split": split, **result}
+        if fewshot_result:
+            final["fewshot"] = {"dataset": fewshot_eval.dataset, **fewshot_result}
         final.update(reporter.summary(), wall_time_s=time.time() - t_start,
                      compiles=layout.trace_count())
         if jax.process_index() == 0:
@@ -202,7 +213,8 @@ def use_init_checkpoint_options(config: ml_collections.ConfigDict) -> str | None
         return None
     search_dirs = [config.init_checkpoint_dir] if config.init_checkpoint_dir else []
     path, options = pretrained.resolve(config.init_checkpoint, search_dirs)
-    for key in ("variant", "patch_size", "classifier", "posemb"):
+    for key in ("variant", "patch_size", "classifier", "posemb", "num_registers",
+                "layer_norm_eps", "gelu_approximate"):
         if key in options and key in config.model and config.model[key] != options[key]:
             print(f"init_checkpoint {config.init_checkpoint}: model.{key}={options[key]!r} "
                   f"(the config had {config.model[key]!r})", flush=True)
@@ -218,7 +230,8 @@ def _pretrained(config: ml_collections.ConfigDict, model: models.VisionTransform
     init = models.param_shapes(model, config.image_size)
     init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init)  # zero head, posemb shape
     loaded = checkpoint.load_npz(path, scan=config.model.scan)
-    return checkpoint.adapt_pretrained(loaded, init, reinit_head=config.reinit_head)
+    return checkpoint.adapt_pretrained(loaded, init, reinit_head=config.reinit_head,
+                                       grid=model.spec.grid)
 
 
 def describe_model(model: models.VisionTransformer) -> str:
@@ -230,8 +243,9 @@ def describe_model(model: models.VisionTransformer) -> str:
     Returns:
       One line for logs.
     """
-    return (f"width {model.hidden_size}, depth {model.num_layers}, {model.num_heads} heads, "
-            f"patch {model.patch_size}")
+    spec = model.spec
+    return (f"width {spec.hidden_size}, depth {spec.num_layers}, {spec.num_heads} heads, "
+            f"patch {spec.patch_size}")
 
 
 # ------------------------------------------------------------------------------ main
@@ -250,8 +264,8 @@ def main(argv: list[str]) -> None:
 
     def run() -> None:
         config = cli.load_config_flag()
-        spec = models.model_from_config(config.model, num_classes=0)
-        print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(spec)}) "
+        model = models.model_from_config(config.model, 0, config.image_size)
+        print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(model)}) "
               f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "
               f"{jax.device_count()} {jax.default_backend()} device(s); workdir "
               f"{FLAGS.workdir}", flush=True)
