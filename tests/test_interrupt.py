@@ -87,7 +87,7 @@ def test_ctrl_c_saves_the_step_exits_130_and_resumes_bit_identical(
                          evaluate.load_model(reference_dir).params)
 
 
-@pytest.mark.slow  # ~40 s here
+@pytest.mark.slow  # 20-40 s here
 def test_second_ctrl_c_stops_at_once_without_a_traceback(digits_dir, jax_cache, tmp_path):
     workdir = str(tmp_path / "wd")
     # 5 s per step: the first Ctrl-C's save could come only after the sleep.
@@ -142,7 +142,7 @@ def _assert_one_line(code: int, output: str) -> None:
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
 
-@pytest.mark.slow  # ~12 s here: the tool's imports
+@pytest.mark.slow  # 6-12 s here: the tool's imports
 def test_ctrl_c_in_predict_is_one_line(tmp_path):
     from PIL import Image
 
@@ -153,7 +153,7 @@ def test_ctrl_c_in_predict_is_one_line(tmp_path):
                                  str(workdir / "config.json"), tmp_path))
 
 
-@pytest.mark.slow  # ~10 s here: the tool's imports
+@pytest.mark.slow  # 6-10 s here: the tool's imports
 def test_ctrl_c_in_evaluate_is_one_line(tmp_path):
     workdir = tmp_path / "run"
     os.makedirs(workdir)
@@ -161,7 +161,7 @@ def test_ctrl_c_in_evaluate_is_one_line(tmp_path):
                                  str(workdir / "config.json"), tmp_path))
 
 
-@pytest.mark.slow  # ~30 s here: the tool's imports (TensorFlow)
+@pytest.mark.slow  # 20-30 s here: the tool's imports (TensorFlow)
 def test_ctrl_c_in_prepare_is_one_line(tmp_path):
     from PIL import Image
 
