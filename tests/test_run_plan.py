@@ -105,8 +105,8 @@ def test_resolve_records_the_winner_in_the_config():
     assert (cfg.num_train_steps, cfg.num_epochs) == (30, None)  # what config.json records
     assert plan.describe().startswith("30 steps (--config.num_train_steps); train 'train[:99%]'")
     cfg, origin = load("ti16.py")
-    run_plan.resolve(cfg, {"train", "validation"}, lambda split: 8192, origin)
-    assert (cfg.num_train_steps, cfg.num_epochs) == (600, 300.0)  # 300 × 8192 / 4096
+    plan = run_plan.resolve(cfg, {"train", "validation"}, lambda split: 8192, origin)
+    assert plan.total_steps == 600 and cfg.num_epochs == 300.0  # 300 × 8192 / 4096
 
 
 # -------------------------------------------------------------------------- splits

@@ -189,8 +189,8 @@ def resolve(config: ml_collections.ConfigDict, available: Collection[str],
             count: Callable[[str], int], origin: Origin) -> Plan:
     """Applies both rules and writes the result into `config` (changed in place).
 
-    The losing duration field is cleared (`num_epochs` = None when steps win), so that
-    the workdir's config.json holds the duration the run used.
+    When steps win, `num_epochs` is cleared, so that the workdir's config.json holds the
+    duration the run used.
 
     Args:
       config: the run's config.
@@ -211,6 +211,7 @@ def resolve(config: ml_collections.ConfigDict, available: Collection[str],
     steps, steps_from, from_epochs = train_steps(config, num_train_examples, origin)
     if not from_epochs:
         config.num_epochs = None  # steps won: record the duration actually used
-    config.num_train_steps = steps
+    # From epochs, num_train_steps stays as the file set it (unused): workdirs written
+    # before this rule hold that value, and must still resume.
     return Plan(total_steps=steps, steps_from=steps_from, splits=splits,
                 splits_from=splits_from, num_train_examples=num_train_examples)
