@@ -47,6 +47,10 @@ def get_config() -> ml_collections.ConfigDict:
     # (vit_jax/datasets/folder.py; splits "train", "validation", "test").
     config.dataset = "digits"
     config.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: tfds default
+    # The splits (vit_jax/run_plan.py): a split given on the command line is used as given.
+    # Otherwise a "folder:" dataset uses its own: train/, val/ (or the part held out of
+    # train/), test/ when it exists; a tfds dataset uses these strings where it has the
+    # splits they name, else its own "train" / "validation" / "test" (none if it has none).
     config.train_split = "train"
     config.eval_split = "validation"  # model selection only; the test split is reported apart
     config.test_split = ml_collections.FieldReference(None, field_type=str)  # e.g. "test"
@@ -84,8 +88,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.mixup_switch_prob = 0.5  # both on: CutMix with this probability per batch (timm)
     config.batch_size = 64  # global batch (all devices, all processes)
     config.grad_accum_steps = 1  # micro-batches per optimizer step (optax.MultiSteps)
+    # How long (vit_jax/run_plan.py): num_epochs, when set, is converted to steps
+    # (ceil(epochs × train examples / batch_size)), else num_train_steps is used; either one
+    # given on the command line (--config.num_train_steps=N or --config.num_epochs=E) wins
+    # over what the config file set. The start-up line says how many steps and why.
     config.num_train_steps = 100
-    config.num_epochs = ml_collections.FieldReference(None, field_type=float)  # overrides steps
+    config.num_epochs = ml_collections.FieldReference(None, field_type=float)
 
     # --- Fine-tuning from a released .npz (or a vit-jax checkpoint).
     # A path to an .npz (official, linen-numbered or big_vision layout) or a released name

@@ -56,9 +56,11 @@ def test_info_and_held_out_split(images, capfd):
     assert info.class_names == ["cat", "dog", "owl"] and info.num_classes == 3
     assert info.num_examples == {"train": 33, "validation": 3, "test": 6}
     assert info.image_channels == 3
-    line = capfd.readouterr().err
-    assert f"folder dataset {images}: 3 classes; train 33, validation 3, test 6 images" in line
+    line = info.summary
+    assert line.startswith(f"folder dataset {images}: 3 classes; train 33, validation 3, "
+                           "test 6 images")
     assert "held out from train/: 10% of each class, at least 1, seed 0" in line
+    assert "folder dataset" not in "".join(capfd.readouterr())  # train and prepare print it
     train_set, held_out = _encoded(name, "train"), _encoded(name, "validation")
     assert sorted(label for _, label in held_out) == [0, 1, 2]  # one per class (10% of 12)
     assert not {b for b, _ in train_set} & {b for b, _ in held_out}  # disjoint

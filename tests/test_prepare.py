@@ -4,8 +4,10 @@ its manual files (nothing is downloaded)."""
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -26,7 +28,7 @@ def test_cli_prepares_digits_with_clean_output(tmp_path):
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0] == f"preparing digits in {data_dir} (a large dataset takes hours)..."
+    assert lines[0] == f"preparing digits in {data_dir} (bundled: nothing is downloaded)..."
     assert lines[1].startswith(
         "digits is ready: 10 classes; train 1293, validation 144, test 360 examples (")
     assert len(lines) == 2, run.stdout  # tfds' "Downloading and preparing ... Unknown size"
@@ -75,10 +77,44 @@ def test_folder_is_checked_and_summarised(tmp_path, capsys):
         os.makedirs(tmp_path / "train" / name)
         for i in range(3):
             Image.new("RGB", (8, 8), colour).save(tmp_path / "train" / name / f"{i}.png")
+    before = sorted(tmp_path.rglob("*"))
     prepare.main([f"folder:{tmp_path}"])
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith(f"folder:{tmp_path} is ready: 2 classes; train 4, validation 2 "
-                              "examples (")
+    assert out[0] == (f"checking the image folder {tmp_path} (its layout and every image; "
+                      "nothing is written: training reads the images from there)...")
+    assert out[1].startswith(f"folder dataset {tmp_path}: 2 classes; train 4, validation 2 "
+                             "images (held out from train/")
+    assert out[2].startswith(f"folder:{tmp_path} is ready: 2 classes; train 4, validation 2 "
+                             "examples (")
+    assert len(out) == 3 and sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def _online(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # ~25 s here, nearly all of it the subprocess importing TensorFlow
+@pytest.mark.skipif(_online("www.cs.toronto.edu"), reason="checks the offline failure")
+def test_offline_download_fails_in_seconds_with_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys, time; from vit_jax import dataset_info, prepare; "
+            "dataset_info.import_tensorflow(); print(f'start {time.time()}', flush=True); "
+            "prepare.main(sys.argv[1:])")
+    run = subprocess.run([sys.executable, "-c", code, "cifar10", "--data_dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    end = time.time()
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.splitlines() == [
+        "error: Downloading 'cifar10' failed: cannot reach https://www.cs.toronto.edu/~kriz/"
+        "cifar-10-binary.tar.gz (ConnectionError); check the network or proxy, then run the "
+        f"same command again (finished downloads are kept in {tmp_path}/downloads)."]
+    started = float(run.stdout.splitlines()[0].split()[1])
+    assert end - started < 20  # 1.7 s measured (tfds' own 10 retries: 3.5 min)
+    assert run.stdout.splitlines()[1].startswith(f"preparing cifar10 in {tmp_path}: downloading")
 
 
 def test_unknown_split_of_a_tfds_dataset_is_one_line(digits_dir):

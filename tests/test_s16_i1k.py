@@ -10,7 +10,7 @@ from ml_collections import config_flags
 
 from configs import s16_i1k
 from vit_core import errors
-from vit_jax import evaluate, models, train
+from vit_jax import evaluate, models, run_plan, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_POSEMB = "posemb" in models.VisionTransformer.__dataclass_fields__
@@ -34,7 +34,7 @@ def test_fields_are_big_visions():
     assert (m.variant, m.classifier, m.posemb, m.representation_size) == (
         "S/16", "gap", "sincos2d", 384)
     # 90 epochs of train[:99%] (1,268,355 images) at batch 1024.
-    assert train.total_train_steps(config, 1_268_355) == 111_477
+    assert run_plan.train_steps(config, 1_268_355, run_plan.Origin())[0] == 111_477
 
 
 def test_argument_through_the_config_flag():

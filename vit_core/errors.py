@@ -52,8 +52,12 @@ class TrainingError(UserError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
 
 
+SIGINT_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for a command Ctrl-C stopped
+
+
 def run_cli(fn: Callable[[], Any]) -> Any:
-    """Runs a CLI body: a `UserError` is one 'error:' line and exit code 2.
+    """Runs a CLI body: a `UserError` is one 'error:' line and exit code 2; Ctrl-C
+    (KeyboardInterrupt) is one 'interrupted' line and exit code 130.
 
     Args:
       fn: the body, called with no arguments.
@@ -73,3 +77,6 @@ def run_cli(fn: Callable[[], Any]) -> Any:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stderr.fileno())
         sys.exit(2)
+    except KeyboardInterrupt:  # the user stopped it: nothing to debug, no traceback
+        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        sys.exit(SIGINT_EXIT_CODE)

@@ -4,7 +4,8 @@
 `vit_core.errors.run_cli` reports every `UserError`: one `error:` line, exit code 2.
 `quiet_logs` silences TensorFlow's, absl's and orbax's start-up and INFO chatter, which
 would otherwise bury a tool's own output. `initialize_distributed` starts multi-host JAX;
-`install_sigterm_handler` tells the training loop that the process was asked to stop.
+`stop_signals` tells the training loop that the process was asked to stop (SIGTERM or
+Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -27,8 +28,9 @@ from jax.experimental import multihost_utils
 
 from vit_core.errors import ConfigError
 
-# Libraries whose INFO lines (orbax's dozens per checkpoint, TensorFlow's) are noise here.
-NOISY_LOGGERS = ("absl", "orbax", "tensorflow", "jax._src.distributed", "etils")
+# Libraries whose INFO lines (orbax's dozens per checkpoint, TensorFlow's) are noise here;
+# urllib3 warns once per retried connection (tfds' downloads), before the one error line.
+NOISY_LOGGERS = ("absl", "orbax", "tensorflow", "jax._src.distributed", "etils", "urllib3")
 
 
 class OrbaxFailureFilter(logging.Filter):
@@ -136,7 +138,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.<field>
         error = config_error(e, argv)
     except flags.Error as e:  # a missing required flag, a bad value
-        error = ConfigError(f"{e} (see --helpfull)")
+        if re.match(r"flag --config\.(num_epochs|num_train_steps)=", str(e)):
+            # e.g. `--config.num_epochs=None` to make a steps override count: not needed.
+            error = ConfigError(f"{e}; a number is needed, and one of --config.num_train_steps "
+                                "and --config.num_epochs alone wins over the config file's "
+                                "duration")
+        else:
+            error = ConfigError(f"{e} (see --helpfull)")
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(2)
 
@@ -186,22 +194,56 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None,
         jax.distributed.initialize()  # auto-detected cluster
 
 
-def install_sigterm_handler() -> Callable[[int], bool]:
-    """Notices SIGTERM (a preemption notice) so the loop can save and stop.
+@contextlib.contextmanager
+def stop_signals(workdir: str) -> Iterator[Callable[[int], str | None]]:
+    """Notices SIGTERM (a preemption notice) and a first Ctrl-C, so the loop can save and stop.
 
-    Returns:
-      `preempted(step)`: True once SIGTERM arrived; with several processes, True at the
-      same step on all of them.
+    The first SIGINT prints one line (a save follows; a second Ctrl-C stops at once) and
+    puts SIGINT back to the system's default, so that the second one ends the process
+    even while it waits in native code (a compile, a device transfer), with no traceback.
+    The previous handlers are back when the block exits. A SIGINT that the process was
+    started with ignored (a background job of a script) stays ignored.
+
+    Args:
+      workdir: named in the line printed on Ctrl-C.
+
+    Yields:
+      `stop_requested(step)`: None, or "SIGTERM" / "SIGINT" once one arrived. With several
+      processes, SIGTERM is seen at the same step by all of them (JAX's preemption
+      notifier); SIGINT is then left to Python (KeyboardInterrupt: `run_cli`'s one line).
     """
-    if jax.process_count() > 1:
-        # JAX's preemption notifier catches SIGTERM and picks a step every process reaches.
-        return multihost_utils.reached_preemption_sync_point
-    flag = {"set": False}
+    received: list[str] = []
+    multi = jax.process_count() > 1
 
-    def handler(signum, frame):
-        flag["set"] = True
+    def on_sigterm(signum, frame):
+        received.append("SIGTERM")
 
-    # Outside the main thread (some test runners) no handler can be installed.
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, handler)
-    return lambda step: flag["set"]
+    def on_sigint(signum, frame):
+        received.append("SIGINT")
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the second Ctrl-C ends the process
+        # os.write: a print here could land inside the main thread's own write to stderr.
+        os.write(sys.stderr.fileno(), (
+            f"\nCtrl-C: saving a checkpoint in {workdir} after the current step (Ctrl-C "
+            "again stops at once, without saving)\n").encode())
+
+    def stop_requested(step: int) -> str | None:
+        if multi and multihost_utils.reached_preemption_sync_point(step):
+            return "SIGTERM"
+        return received[0] if received else None
+
+    previous = {}
+    # Several processes: JAX's preemption notifier owns SIGTERM, and a Ctrl-C on one host
+    # cannot stop the others at the same step.
+    wanted = {} if multi else {signal.SIGTERM: on_sigterm, signal.SIGINT: on_sigint}
+    for signum, handler in wanted.items():
+        if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
+            continue
+        # Outside the main thread (some test runners) no handler can be installed.
+        with contextlib.suppress(ValueError):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield stop_requested
+    finally:
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler)

@@ -29,11 +29,16 @@ from typing import Any
 import numpy as np
 import requests
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from vit_core.errors import DatasetError
 from vit_jax.datasets import digits, folder  # importing digits registers it with tfds
 
 _LOCAL_BUILDERS = frozenset({digits.Digits.name})  # built here, with no network
+# tfds retries a failed connection 10 times with exponential back-off (200 s of sleeps,
+# 3.5 min measured offline) before it raises; 3 retries sleep 1.2 s and still ride out
+# a dropped connection or a 5xx.
+DOWNLOAD_RETRIES = 3
 # Files a manual-download dataset needs in its manual_dir (tfds only says so in prose).
 _MANUAL_FILES = {
     "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
@@ -54,12 +59,15 @@ class DatasetInfo:
       num_examples: split name → examples (the splits the dataset was prepared with).
       class_names: the label names, if the dataset has them.
       image_channels: channels as stored (1: grayscale; the pipeline always yields 3).
+      summary: for a folder, one line with its classes and split sizes (for the tools that
+        use its data to print); "" for a tfds dataset.
     """
 
     num_classes: int
     num_examples: dict[str, int]
     class_names: list[str] | None
     image_channels: int
+    summary: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +104,11 @@ def import_tensorflow() -> Any:
 
 def _base_name(name: str) -> str:
     return name.split("/")[0].split(":")[0]  # "imagenet2012/subset:1.0.0" → "imagenet2012"
+
+
+def is_bundled(name: str) -> bool:
+    """True for a dataset that vit-jax builds itself, with no download (digits)."""
+    return _base_name(name) in _LOCAL_BUILDERS
 
 
 def prepare_command(name: str, data_dir: str | None) -> str:
@@ -177,7 +190,7 @@ def _download_and_prepare(
             tfds.display_progress_bar(progress)
             config = tfds.download.DownloadConfig(manual_dir=manual_dir)
             try:
-                with contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stdout(io.StringIO()), _bounded_retries():
                     builder.download_and_prepare(download_config=config)
             except requests.exceptions.ConnectionError as e:  # offline, proxy, DNS (after retries)
                 url = getattr(e.request, "url", None) or "its download URL"
@@ -188,6 +201,26 @@ def _download_and_prepare(
                 ) from None
             builder = tfds.builder(name, data_dir=data_dir)
     return builder
+
+
+@contextlib.contextmanager
+def _bounded_retries() -> Any:
+    """tfds' downloads retry DOWNLOAD_RETRIES times within the block (not 10).
+
+    tfds reads its module constant `MAX_RETRIES` when it opens each URL (tfds 4.9:
+    `core/download/downloader.py`); no public option sets it. Without the constant (another
+    tfds), tfds' own retries apply.
+    """
+    module = tfds_downloader
+    if not hasattr(module, "MAX_RETRIES"):
+        yield
+        return
+    before = module.MAX_RETRIES
+    module.MAX_RETRIES = min(before, DOWNLOAD_RETRIES)
+    try:
+        yield
+    finally:
+        module.MAX_RETRIES = before
 
 
 def _check_manual_files(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:
@@ -334,6 +367,7 @@ def get_dataset_info(dataset: str, data_dir: str | None) -> DatasetInfo:
         num_examples=num_examples,
         class_names=names,
         image_channels=int(builder.info.features[image_key].shape[-1]),
+        summary=builder.summary if isinstance(builder, folder.ImageFolder) else "",
     )
 
 

@@ -24,7 +24,16 @@ from ml_collections import config_flags
 from vit_core import npz
 from vit_core.errors import CheckpointError, ConfigError, DatasetError, run_cli
 from vit_core.files import read_official
-from vit_jax import checkpoint, cli, dataset_info, input_pipeline, models, parallel, state
+from vit_jax import (
+    checkpoint,
+    cli,
+    dataset_info,
+    input_pipeline,
+    models,
+    parallel,
+    run_plan,
+    state,
+)
 from vit_jax.steps import make_eval_step
 
 
@@ -185,7 +194,14 @@ def main(argv: list[str]) -> None:
     cli.quiet_logs()
 
     def run() -> None:
-        results = evaluate_checkpoint(flags.FLAGS.checkpoint, cli.load_config_flag())
+        config = cli.load_config_flag()
+        if config is not None:  # its splits chosen as training chooses them (run_plan)
+            info = dataset_info.get_dataset_info(config.dataset, config.data_dir)
+            splits, _ = run_plan.resolve_splits(config, info.num_examples,
+                                                run_plan.Origin.from_flag(flags.FLAGS["config"]))
+            for field, split in splits.items():
+                config[field] = split
+        results = evaluate_checkpoint(flags.FLAGS.checkpoint, config)
         for split, r in results.items():
             print(f"{split}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  loss {r['loss']:.4f}"
                   f"  ({r['num_examples']} images)")

@@ -13,8 +13,8 @@ step, continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -25,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs import default as default_config
-from vit_core.errors import ConfigError, TrainingError, run_cli
+from vit_core.errors import SIGINT_EXIT_CODE, ConfigError, TrainingError, run_cli
 from vit_jax import (
     checkpoint,
     cli,
@@ -36,6 +36,7 @@ from vit_jax import (
     parallel,
     pretrained,
     reporting,
+    run_plan,
 )
 from vit_jax.evaluate import evaluate_split
 from vit_jax.host_memory import retain_freed_memory
@@ -44,23 +45,14 @@ from vit_jax.state import CheckpointStore, TrainState
 from vit_jax.steps import make_eval_step, make_train_step
 
 
-def total_train_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
-    """`num_train_steps`, or `num_epochs` converted to optimizer steps.
-
-    Args:
-      config: the run's config.
-      num_train_examples: examples in `config.train_split`.
-
-    Returns:
-      The number of optimizer steps.
-    """
-    if config.num_epochs is not None:
-        return math.ceil(config.num_epochs * num_train_examples / config.batch_size)
-    return config.num_train_steps
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       origin: run_plan.Origin | None = None) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+
+    How long and on which splits follow `vit_jax.run_plan`'s rules (printed in one line;
+    `config` is changed in place to what the run uses). A run stopped by SIGTERM or a
+    first Ctrl-C (SIGINT) saves its current step and returns {"preempted_at_step": N} or
+    {"interrupted_at_step": N}; the same call resumes it.
 
     A workdir whose run already finished is not trained or evaluated again: its
     `metrics.json` is returned as it is (`python -m vit_jax.evaluate` re-evaluates).
@@ -68,6 +60,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Args:
       config: a locked ConfigDict from `configs/`.
       workdir: checkpoints, TensorBoard events, `config.json` and `metrics.json` go here.
+      origin: the config file and the fields the command line set (the CLI passes them);
+        None: every value counts as the config file's.
 
     Returns:
       The final metrics (also written to `workdir/metrics.json`).
@@ -85,8 +79,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise ConfigError(
             f"Dataset {config.dataset!r} has {info.image_channels}-channel images; the input "
             "pipeline takes 1 (grayscale), 3 (RGB) or 4 (RGBA, alpha dropped) channels.")
-    total_steps = total_train_steps(config, dataset_info.split_num_examples(
-        config.dataset, config.data_dir, config.train_split))
+    if info.summary:  # a folder: its classes and split sizes, once per run
+        print(info.summary, flush=True)
+    plan = run_plan.resolve(
+        config, info.num_examples,
+        lambda split: dataset_info.split_num_examples(config.dataset, config.data_dir, split),
+        origin or run_plan.Origin())
+    print(f"vit_jax.train: {plan.describe()}", flush=True)
+    total_steps = plan.total_steps
     init_path = use_init_checkpoint_options(config)
     model = models.model_from_config(config.model, info.num_classes, config.image_size)
     if config.image_size % model.patch_size:  # before the workdir is touched
@@ -127,46 +127,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             config, global_batch_size=config.batch_size, start_step=start_step,
             process_index=jax.process_index(), process_count=jax.process_count())
         reporter = reporting.Reporter(workdir, total_steps, config.batch_size, start_step)
-        preempted = cli.install_sigterm_handler()
-
-        pending: list[tuple[int, dict[str, jax.Array]]] = []
-        step = start_step
-        for step in range(start_step + 1, total_steps + 1):
-            state, metrics = train_step(state, layout.shard_batch(next(train_iter)))
-            pending.append((step, metrics))
-            is_last = step == total_steps
-            stop = preempted(step) and not is_last
-            must_save = is_last or stop or step % config.checkpoint_every_steps == 0
-            must_log = is_last or step % config.log_every_steps == 0
-            # Blocking on the metrics regularly keeps CPU collectives from deadlocking, and
-            # NaNs are caught before a checkpoint could store them.
-            if must_save or must_log or len(pending) >= config.sync_every_steps:
-                host = [(s, layout.unreplicate(jax.device_get(m))) for s, m in pending]
-                pending.clear()
-                for s, m in host:
-                    if not all(np.isfinite(v).all() for v in m.values()):
-                        store.wait()
-                        raise TrainingError(
-                            f"Non-finite training metrics at step {s}: {m}. Stopped; the last good "
-                            f"checkpoint (step {store.latest_step()}) is kept in {workdir}. Lower "
-                            "the learning rate or check the input data.")
-                reporter.train(host, log=must_log)
-            if config.eval_every_steps and step % config.eval_every_steps == 0 and not is_last:
-                result = evaluate_split(eval_fn, state.params, config, config.eval_split, layout)
-                reporter.eval(step, config.eval_split, result)
-            if fewshot_eval and (is_last or step % config.fewshot.every_steps == 0):
-                accuracies = fewshot_eval(layout.unreplicate(state.params))
-                fewshot_result = fewshot.summarize(accuracies)
-                reporter.fewshot(step, fewshot_eval.dataset, fewshot_result)
-            if must_save:
-                store.save(step, layout.host_state(state))
-            if stop:
-                store.wait()
-                reporter.close()
-                store.close()
-                print(f"Preempted (SIGTERM): checkpoint saved at step {step}. Run the same command "
-                      "to resume.", flush=True)
-                return {"preempted_at_step": step}
+        # Only around the loop: a Ctrl-C before or after it is run_cli's one line.
+        with cli.stop_signals(workdir) as stop_requested:
+            pending: list[tuple[int, dict[str, jax.Array]]] = []
+            step = start_step
+            for step in range(start_step + 1, total_steps + 1):
+                state, metrics = train_step(state, layout.shard_batch(next(train_iter)))
+                pending.append((step, metrics))
+                is_last = step == total_steps
+                signal_name = None if is_last else stop_requested(step)
+                stop = signal_name is not None
+                must_save = is_last or stop or step % config.checkpoint_every_steps == 0
+                must_log = is_last or step % config.log_every_steps == 0
+                # Blocking on the metrics regularly keeps CPU collectives from deadlocking, and
+                # NaNs are caught before a checkpoint could store them.
+                if must_save or must_log or len(pending) >= config.sync_every_steps:
+                    host = [(s, layout.unreplicate(jax.device_get(m))) for s, m in pending]
+                    pending.clear()
+                    for s, m in host:
+                        if not all(np.isfinite(v).all() for v in m.values()):
+                            store.wait()
+                            raise TrainingError(
+                                f"Non-finite training metrics at step {s}: {m}. Stopped; the last "
+                                f"good checkpoint (step {store.latest_step()}) is kept in "
+                                f"{workdir}. Lower the learning rate or check the input data.")
+                    reporter.train(host, log=must_log)
+                if (config.eval_split and config.eval_every_steps
+                        and step % config.eval_every_steps == 0 and not is_last):
+                    result = evaluate_split(eval_fn, state.params, config, config.eval_split,
+                                            layout)
+                    reporter.eval(step, config.eval_split, result)
+                if fewshot_eval and (is_last or step % config.fewshot.every_steps == 0):
+                    accuracies = fewshot_eval(layout.unreplicate(state.params))
+                    fewshot_result = fewshot.summarize(accuracies)
+                    reporter.fewshot(step, fewshot_eval.dataset, fewshot_result)
+                if must_save:
+                    store.save(step, layout.host_state(state))
+                if stop:
+                    store.wait()
+                    reporter.close()
+                    store.close()
+                    if signal_name == "SIGINT":
+                        print(f"Interrupted (Ctrl-C) at step {step}: checkpoint saved in "
+                              f"{workdir}; rerun the same command to resume.", flush=True)
+                        return {"interrupted_at_step": step}
+                    print(f"Preempted (SIGTERM): checkpoint saved at step {step}. Run the same "
+                          "command to resume.", flush=True)
+                    return {"preempted_at_step": step}
         store.wait()
         params = state.params
         final: dict[str, Any] = {"step": step, "total_steps": total_steps}
@@ -262,7 +269,10 @@ def main(argv: list[str]) -> None:
               f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "
               f"{jax.device_count()} {jax.default_backend()} device(s); workdir "
               f"{FLAGS.workdir}", flush=True)
-        train_and_evaluate(config, FLAGS.workdir)
+        result = train_and_evaluate(config, FLAGS.workdir,
+                                    origin=run_plan.Origin.from_flag(FLAGS["config"]))
+        if "interrupted_at_step" in result:
+            sys.exit(SIGINT_EXIT_CODE)
 
     run_cli(run)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -52,7 +51,7 @@ class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
     name = "image_folder"
 
     def __init__(self, root_dir: str):
-        """Scans and checks `root_dir`; prints one line with the split sizes.
+        """Scans and checks `root_dir`; `summary` is one line with the split sizes.
 
         Args:
           root_dir: PATH, the folder that holds train/ (and optionally val/, test/).
@@ -87,9 +86,9 @@ class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
         how = (f" (held out from train/: {HELD_OUT_FRACTION:.0%} of each class, at least 1, "
                f"seed {_HELD_OUT_SEED}; add {root_dir}/val/ to choose it yourself)"
                if held_out else "")
-        # stderr: a status line, kept out of the output of tools such as predict.
-        print(f"folder dataset {root_dir}: {len(classes)} classes; {counts} images{how}",
-              file=sys.stderr, flush=True)
+        # Printed by the tools that act on it (train, prepare), not by every load of a
+        # folder-trained model (predict, evaluate, visualize read only the class names).
+        self.summary = f"folder dataset {root_dir}: {len(classes)} classes; {counts} images{how}"
 
     def _as_dataset(self, split: Any, shuffle_files: bool = False,
                     decoders: Any = None, read_config: Any = None) -> Any:
