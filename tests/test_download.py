@@ -288,3 +288,73 @@ def test_two_processes_download_once_and_both_get_the_file(server, cache, monkey
     # The second says why it waits, in one line.
     assert sum(f"Waiting for another process that is downloading {dest} " in o[1]
                for o in outs) == 1
+
+
+@pytest.fixture
+def testing_release(server, monkeypatch):
+    """A released name "imagenet21k/ViT-testing" whose tiny file the server holds."""
+    import io
+
+    import jax
+    import numpy as np
+
+    from vit_jax import checkpoint, models, pretrained
+
+    model = models.create_model("testing", num_classes=5, representation_size=16)
+    rng = np.random.default_rng(0)
+    params = checkpoint.params_to_npz_dict(jax.tree.map(
+        lambda s: rng.normal(size=s.shape).astype(np.float32), models.param_shapes(model, 16)))
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
+    server.files["/vit_models/imagenet21k/ViT-testing.npz"] = buffer.getvalue()
+    monkeypatch.setitem(pretrained.RELEASES, "imagenet21k/ViT-testing", pretrained.Release(
+        GCS_URL.replace("x/model", "imagenet21k/ViT-testing"), "testing", 5, image_size=16,
+        representation_size=16))
+    return "imagenet21k/ViT-testing"
+
+
+def test_resolve_downloads_a_released_name_once_and_then_works_offline(
+        server, cache, monkeypatch, testing_release):
+    from vit_jax import pretrained
+
+    _mirror(monkeypatch, server)
+    path, options = pretrained.resolve(testing_release)
+    assert path == str(cache / "vit_models" / "imagenet21k" / "ViT-testing.npz")
+    assert options == {"variant": "testing", "classifier": "token", "representation_size": 16}
+    monkeypatch.setenv("VIT_JAX_OFFLINE", "1")
+    assert pretrained.resolve(testing_release + ".npz")[0] == path  # from the cache
+    assert len(server.requests) == 1
+
+
+def test_predict_and_visualize_take_a_model_name(server, cache, monkeypatch, capsys,
+                                                 testing_release):
+    from vit_jax import predict
+
+    _mirror(monkeypatch, server)
+    args = predict.parse_args(["--model", testing_release, "red.png"])
+    assert predict.checkpoint_arg(args) == str(
+        cache / "vit_models" / "imagenet21k" / "ViT-testing.npz")
+    assert "Downloading http://127.0.0.1:" in capsys.readouterr().err
+    assert predict.checkpoint_arg(predict.parse_args(["--checkpoint", "runs/x", "a.png"])) == \
+        "runs/x"
+    with pytest.raises(SystemExit):  # argparse: one of them, not both
+        predict.parse_args(["--model", testing_release, "--checkpoint", "x", "y.png"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_without_network_is_one_line_with_url_and_cache_path(cache, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on: refused, as without network
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VIT_JAX_CACHE": str(cache),
+           "VIT_JAX_BASE_URL": f"http://127.0.0.1:{port}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "vit_jax.evaluate", "--model", "i1k-s16-300ep"], env=env,
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    dest = cache / "big_vision" / "vit_s16_i1k_300ep.npz"
+    assert result.stderr == (
+        f"error: i1k-s16-300ep: Cannot download http://127.0.0.1:{port}/big_vision/"
+        "vit_s16_i1k_300ep.npz ([Errno 111] Connection refused): download it elsewhere and put "
+        f"it at {dest}, or set VIT_JAX_BASE_URL to a mirror (VIT_JAX_OFFLINE=1 skips this "
+        "attempt).\n")

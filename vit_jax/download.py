@@ -243,7 +243,8 @@ def _download(url: str, dest: str, *, timeout: float, retries: int, progress: bo
                 raise _unreachable(url, dest, reason) from None
             with response:
                 total, offset = _expected_total(response, offset)
-                if bar is None:
+                if bar is None:  # said once the server answered: a failed connect is one line
+                    print(f"Downloading {url} to {dest}", file=sys.stderr, flush=True)
                     bar = tqdm.tqdm(desc=os.path.basename(dest), total=total, unit="B",
                                     unit_scale=True, unit_divisor=1024, file=sys.stderr,
                                     disable=not progress,

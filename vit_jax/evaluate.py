@@ -2,8 +2,9 @@
 
 CKPT is a training workdir (its `config.json` and latest orbax checkpoint) or an
 official-layout `.npz` (a released checkpoint or one written by `save_npz`), whose
-architecture is read off the array shapes. `load_model` is shared by the predict and
-visualize tools.
+architecture is read off the array shapes; `--model NAME` instead takes a released model
+by name (`vit_jax.pretrained`, downloaded into the cache on first use). `load_model` is
+shared by the predict and visualize tools.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from ml_collections import config_flags
 
 from vit_core import npz
 from vit_core.errors import CheckpointError, ConfigError, DatasetError, run_cli
-from vit_jax import checkpoint, cli, dataset_info, input_pipeline, models, parallel, state
+from vit_jax import (
+    checkpoint,
+    cli,
+    dataset_info,
+    input_pipeline,
+    models,
+    parallel,
+    pretrained,
+    state,
+)
 from vit_jax.steps import make_eval_step
 
 
@@ -180,7 +190,12 @@ def main(argv: list[str]) -> None:
     cli.quiet_logs()
 
     def run() -> None:
-        results = evaluate_checkpoint(flags.FLAGS.checkpoint, cli.load_config_flag())
+        checkpoint_path, name = flags.FLAGS.checkpoint, flags.FLAGS.model
+        if (checkpoint_path is None) == (name is None):
+            raise ConfigError("Pass either --checkpoint (a workdir or .npz) or --model (a "
+                              "released name), not both and not neither.")
+        results = evaluate_checkpoint(checkpoint_path or pretrained.resolve(name)[0],
+                                      cli.load_config_flag())
         for split, r in results.items():
             print(f"{split}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  loss {r['loss']:.4f}"
                   f"  ({r['num_examples']} images)")
@@ -193,5 +208,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Config file: dataset and splits to "
                                     "evaluate (default: the workdir's own config).")
     flags.DEFINE_string("checkpoint", None, "A training workdir or an official .npz file.")
-    flags.mark_flag_as_required("checkpoint")
+    flags.DEFINE_string("model", None, "Or a released model by name (vit_jax/pretrained.py, "
+                        "or hf-hub:ORG/REPO), downloaded into $VIT_JAX_CACHE on first use.")
     app.run(main, flags_parser=cli.parse_flags)
