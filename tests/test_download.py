@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vit_core.errors import DownloadError
+from vit_core.errors import DiskFullError, DownloadError
 from vit_jax import download
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,3 +358,15 @@ def test_cli_without_network_is_one_line_with_url_and_cache_path(cache, tmp_path
         "vit_s16_i1k_300ep.npz ([Errno 111] Connection refused): download it elsewhere and put "
         f"it at {dest}, or set VIT_JAX_BASE_URL to a mirror (VIT_JAX_OFFLINE=1 skips this "
         "attempt).\n")
+
+
+def test_a_full_disk_is_one_line(server, cache, monkeypatch):
+    _mirror(monkeypatch, server)
+    dest = cache / "vit_models" / "x" / "model.npz"
+    dest.parent.mkdir(parents=True)
+    os.symlink("/dev/full", f"{dest}.part")  # every write: ENOSPC
+    with pytest.raises(DiskFullError, match=rf"^The disk of {dest}\.part is full \(\d+ bytes "
+                       r"received of 262144\): free space and rerun to resume, or set "
+                       r"VIT_JAX_CACHE to a disk with room\.$"):
+        download.fetch(GCS_URL)
+    assert not dest.exists()

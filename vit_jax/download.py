@@ -48,7 +48,7 @@ from collections.abc import Iterator
 
 import tqdm
 
-from vit_core.errors import DownloadError
+from vit_core.errors import DiskFullError, DownloadError
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/"
 DEFAULT_TIMEOUT_S = 10.0  # a connect or a read that waits longer than this failed
@@ -286,25 +286,41 @@ def _expected_total(response: http.client.HTTPResponse, offset: int) -> tuple[in
 
 def _copy(response: http.client.HTTPResponse, part: str, offset: int, bar: tqdm.tqdm,
           total: int | None) -> tuple[int, str | None]:
-    """Appends the body to `part` from `offset`; (bytes received, why it stopped early)."""
+    """Appends the body to `part` from `offset`; (bytes received, why it stopped early).
+
+    Raises:
+      DiskFullError: the disk of `part` filled up (the part is kept for a resume).
+    """
     if bar.total != total:
         bar.reset(total=total)
-    bar.n = offset  # a resume starts the bar where the part ends
-    bar.refresh()
+    if offset or bar.n:
+        bar.n = offset  # a resume starts the bar where the part ends
+        bar.refresh()
     received = 0
-    with open(part, "r+b" if offset else "wb") as f:
-        f.truncate(offset)  # a 200 restarts from 0; a 206 appends at exactly `offset`
-        f.seek(offset)
-        try:
-            while chunk := response.read1(CHUNK_BYTES):  # what has arrived, up to 1 MiB
+    try:
+        with open(part, "r+b" if offset else "wb") as f:
+            if offset:  # a 206 appends at exactly `offset` ("wb" already starts a 200 at 0)
+                f.truncate(offset)
+                f.seek(offset)
+            while True:
+                try:
+                    chunk = response.read1(CHUNK_BYTES)  # what has arrived, up to 1 MiB
+                except TimeoutError:
+                    return received, "no data for the timeout"
+                except (OSError, http.client.HTTPException) as e:
+                    return received, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                if not chunk:
+                    return received, None
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-        except TimeoutError:
-            return received, "no data for the timeout"
-        except (OSError, http.client.HTTPException) as e:
-            return received, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    return received, None
+    except OSError as e:  # from writing: the reads' errors are handled above
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(
+            f"The disk of {part} is full ({offset + received} bytes received"
+            f"{f' of {total}' if total else ''}): free space and rerun to resume, or set "
+            "VIT_JAX_CACHE to a disk with room.") from None
 
 
 def _stopped(url: str, part: str, size: int, total: int | None, reason: object
