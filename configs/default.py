@@ -12,9 +12,11 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    # --- Model (see vit_jax.models.VisionTransformer for each field's meaning).
+    # --- Model: the architecture fields are those of vit_core.spec.ViTSpec (see there); the
+    # rest (dropout, attention_impl, remat, scan, dtype, head_bias_init) are run options of
+    # vit_jax.models.VisionTransformer.
     config.model = ml_collections.ConfigDict()
-    config.model.variant = "testing"  # a name from vit_jax/variants.py, e.g. "B/16"
+    config.model.variant = "testing"  # a name from vit_core/variants.py, e.g. "B/16"
     config.model.patch_size = ml_collections.FieldReference(None, field_type=int)  # None: variant's
     # "token" (class token, the official ViT), "gap" (mean of the tokens) or "map" (big_vision's
     # attention-pooling MAPHead, as SigLIP); only "token" has a class token.
@@ -23,6 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
     # (big_vision's fixed 2-D sin-cos table on the patches only; no parameter, any image size).
     config.model.posemb = "learn"
     config.model.representation_size = ml_collections.FieldReference(None, field_type=int)
+    # Learned register tokens after the class token, dropped by the pooling ("Vision
+    # Transformers Need Registers"; timm's reg_tokens). 0: none, as the paper's ViT.
+    config.model.num_registers = 0
+    config.model.layer_norm_eps = 1e-6  # every LayerNorm (official, timm); HF's files say 1e-12
     config.model.dropout_rate = 0.0
     config.model.attention_dropout_rate = 0.0
     config.model.stochastic_depth = 0.0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from vit_core.spec import ViTSpec
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -40,9 +42,16 @@ class Case:
         """The shared options as keyword arguments of both `create_model`s."""
         return dict(self.options)
 
+    @property
+    def spec(self) -> ViTSpec:
+        """The architecture both frameworks build for this case."""
+        return ViTSpec.from_variant(self.variant, image_size=self.image_size,
+                                    num_classes=self.num_classes, **self.kwargs)
+
 
 _EXACT, _GAP = (("gelu_approximate", False),), (("classifier", "gap"),)
 _MAP, _SINCOS = (("classifier", "map"),), (("posemb", "sincos2d"),)
+_REG = (("num_registers", 2),)
 CASES: tuple[Case, ...] = (
     Case("testing", "testing", 32, 4, train=True),
     Case("testing/exact-gelu", "testing", 32, 4, _EXACT, train=True),
@@ -55,6 +64,12 @@ CASES: tuple[Case, ...] = (
     Case("testing/gap-sincos2d", "testing", 32, 4, (*_GAP, *_SINCOS)),
     Case("testing/map", "testing", 32, 4, _MAP, train=True),
     Case("testing/map-sincos2d", "testing", 32, 4, (*_MAP, *_SINCOS), train=True),
+    # Options added through the core spec: register tokens (timm's reg_tokens), with each
+    # pooling, and Hugging Face's LayerNorm epsilon.
+    Case("testing/registers", "testing", 32, 4, _REG, train=True),
+    Case("testing/gap-registers", "testing", 32, 4, (*_GAP, *_REG), train=True),
+    Case("testing/map-registers-sincos2d", "testing", 32, 4, (*_MAP, *_REG, *_SINCOS)),
+    Case("testing/ln-eps-1e-12", "testing", 32, 4, (("layer_norm_eps", 1e-12),), train=True),
     Case("Ti/16", "Ti/16", 224, 2, train=True, num_classes=1000),
     Case("Ti/16/exact-gelu", "Ti/16", 224, 2, _EXACT, num_classes=1000),
     Case("S/16", "S/16", 224, 2, num_classes=1000),

@@ -40,6 +40,7 @@ from parity.weights import (
     torch_to_flax,
 )
 from vit_core import npz
+from vit_core.params import POSEMB_KEY
 from vit_jax import checkpoint
 from vit_torch import convert
 from vit_torch import model as torch_vit
@@ -187,7 +188,7 @@ def measure_resize(case: Case, seed: int = 0, size: int = RESIZE_TO) -> ResizeRe
     resized = checkpoint.adapt_pretrained(loaded, param_shapes(case, size), reinit_head=False)
     pair = ForwardPair(f"resize→{size}", flax_forward(case, resized, images),
                        torch_forward(model, images))
-    posemb = np.asarray(npz.flatten(resized)[checkpoint.POSEMB_KEY])
+    posemb = np.asarray(npz.flatten(resized)[POSEMB_KEY])
     return ResizeResult(pair, (posemb, model.pos_embed.detach().numpy()))
 
 

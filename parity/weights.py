@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from parity.cases import Case
+from vit_core import layouts
 from vit_jax import checkpoint, models
 from vit_torch import convert
 from vit_torch import model as torch_vit
@@ -65,8 +66,7 @@ def randomise(flat: Mapping[str, np.ndarray], seed: int, scale: float = 0.1) -> 
 
 def flax_model(case: Case, dtype: Any = jnp.float32) -> models.VisionTransformer:
     """The case's Flax module (float32 parameters, `dtype` compute)."""
-    return models.create_model(case.variant, num_classes=case.num_classes, scan=case.scan,
-                               dtype=dtype, **case.kwargs)
+    return models.VisionTransformer(case.spec, scan=case.scan, dtype=dtype)
 
 
 def torch_model(case: Case, image_size: int | None = None, *, empty: bool = False
@@ -81,8 +81,8 @@ def torch_model(case: Case, image_size: int | None = None, *, empty: bool = Fals
         weight the loader forgot would hold garbage, not plausible init values.
     """
     with torch.device("meta" if empty else "cpu"):
-        model = torch_vit.create_model(case.variant, num_classes=case.num_classes,
-                                       img_size=image_size or case.image_size, **case.kwargs)
+        spec = case.spec.replace(image_size=image_size or case.image_size)
+        model = torch_vit.VisionTransformer(spec)
     return (model.to_empty(device="cpu") if empty else model).eval()
 
 
@@ -164,4 +164,4 @@ def torch_to_flax(case: Case, model: torch_vit.VisionTransformer) -> Params:
 
 def torch_to_npz(tensors: Mapping[str, torch.Tensor], model: torch_vit.VisionTransformer) -> Flat:
     """A state-dict-shaped mapping (weights or their gradients) → npz layout."""
-    return convert.state_dict_to_npz(tensors, num_heads=model.num_heads)
+    return layouts.timm_to_official(convert.to_numpy(tensors), model.spec)

@@ -16,8 +16,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from vit_core import npz
+from vit_core import layouts, npz
 from vit_core.errors import CheckpointError
+from vit_core.params import POSEMB_KEY, spec_from_official
+from vit_core.spec import ViTSpec
 from vit_jax import checkpoint, models, pretrained
 
 IMAGE, PATCH, WIDTH, DEPTH, HEADS, MLP, CLASSES, REP = 16, 4, 32, 2, 4, 64, 5, 16
@@ -134,15 +136,6 @@ def _vit_jax(classifier, **kw):
                                representation_size=REP, **kw)
 
 
-def _supports(**options):
-    """Whether vit_jax.models has these options yet (map / sincos2d land with another change)."""
-    try:
-        jax.eval_shape(_vit_jax(**options).init, jax.random.key(0), _images())
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def _bits_equal(a, b):
     assert sorted(a) == sorted(b)
     for key in a:
@@ -179,17 +172,17 @@ def test_big_vision_file_loads_into_the_vit_jax_model(tmp_path, pool_type, class
         np.testing.assert_array_equal(posemb[:, 1:], bv_flat["pos_embedding"])
     else:
         np.testing.assert_array_equal(posemb, bv_flat["pos_embedding"])
-    assert checkpoint.infer_architecture(checkpoint.params_to_npz_dict(loaded)) == {
-        "patch_size": PATCH, "hidden_size": WIDTH, "num_layers": DEPTH, "num_heads": HEADS,
-        "mlp_dim": MLP, "classifier": classifier, "representation_size": REP,
-        "num_classes": CLASSES, "image_size": IMAGE}
+    assert spec_from_official(checkpoint.params_to_npz_dict(loaded)) == ViTSpec(
+        patch_size=PATCH, hidden_size=WIDTH, num_layers=DEPTH, num_heads=HEADS,
+        mlp_dim=MLP, classifier=classifier, representation_size=REP,
+        num_classes=CLASSES, image_size=(IMAGE, IMAGE))
 
 
 def test_map_head_and_sincos2d_at_the_key_map_level():
     _, params = _big_vision("map", posemb="sincos2d")
     bv = npz.flatten(params)
-    official = checkpoint.to_official(bv)
-    assert checkpoint.POSEMB_KEY not in official  # sincos2d: nothing stored
+    official, spec = layouts.to_official(bv)
+    assert POSEMB_KEY not in official  # sincos2d: nothing stored
     head = {k: v.shape for k, v in bv.items() if k.startswith("MAPHead_0/")}
     assert head == {
         "MAPHead_0/probe": (1, 1, WIDTH),
@@ -207,9 +200,8 @@ def test_map_head_and_sincos2d_at_the_key_map_level():
     }
     for key in head:  # the MAP head keeps big_vision's names and values
         np.testing.assert_array_equal(official[key], bv[key])
-    arch = checkpoint.infer_architecture(official)
-    assert (arch["classifier"], arch["posemb"], arch["image_size"]) == ("map", "sincos2d", None)
-    assert pretrained.model_options_of(arch) == {
+    assert (spec.classifier, spec.posemb) == ("map", "sincos2d")
+    assert pretrained.model_options_of(spec) == {
         "variant": "testing", "classifier": "map", "representation_size": REP, "posemb": "sincos2d"}
 
 
@@ -218,8 +210,6 @@ def test_map_head_and_sincos2d_at_the_key_map_level():
     ("gap", {"classifier": "gap", "posemb": "sincos2d"}),
 ])
 def test_map_and_sincos2d_files_run_in_the_vit_jax_model(tmp_path, pool_type, options):
-    if not _supports(**options):
-        pytest.skip(f"vit_jax.models does not take {options} yet")
     posemb = options.get("posemb", "learn")
     bv_model, bv_params = _big_vision(pool_type, posemb=posemb)
     _save_like_big_vision(tmp_path / "bv.npz", bv_params)
@@ -236,7 +226,7 @@ def test_map_and_sincos2d_files_run_in_the_vit_jax_model(tmp_path, pool_type, op
 def test_big_vision_to_official_and_back_is_bit_exact(pool_type, scan):
     _, params = _big_vision(pool_type, scan=scan)
     bv = npz.flatten(params)
-    _bits_equal(checkpoint.to_big_vision(checkpoint.to_official(bv), stacked=scan), bv)
+    _bits_equal(layouts.to_big_vision(layouts.to_official(bv)[0], stacked=scan), bv)
 
 
 @pytest.mark.parametrize("classifier", ["token", "gap"])
@@ -283,8 +273,8 @@ def test_linen_numbered_file_loads_as_the_released_numbering(tmp_path):
         npz.unflatten(released)))
     assert "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel" in linen
     assert "Transformer/encoderblock_1/LayerNorm_1/scale" in linen
-    assert checkpoint.block_numbering(linen) == "linen"
-    assert checkpoint.block_numbering(released) == "released"
+    assert layouts.block_numbering(linen) == "linen"
+    assert layouts.block_numbering(released) == "released"
     npz.write_npz(tmp_path / "linen.npz", linen)
     _bits_equal(checkpoint.params_to_npz_dict(checkpoint.load_npz(tmp_path / "linen.npz")),
                 released)
@@ -300,11 +290,11 @@ def test_mixed_numbering_is_an_error():
              for k, v in flat.items()}
     with pytest.raises(CheckpointError, match=r"mix two numberings: released names in blocks "
                                               r"\[0\], linen names in blocks \[1\]"):
-        checkpoint.to_official(mixed)
+        layouts.to_official(mixed)
     odd = {k.replace("encoderblock_0/MlpBlock_3", "encoderblock_0/MlpBlock_7"): v
            for k, v in flat.items()}
     with pytest.raises(CheckpointError, match=r"encoderblock_0 has sub-modules .*MlpBlock_7"):
-        checkpoint.to_official(odd)
+        layouts.to_official(odd)
 
 
 def test_inconsistent_shapes_are_named():
@@ -313,7 +303,7 @@ def test_inconsistent_shapes_are_named():
     flat["Transformer/encoderblock_1/MlpBlock_3/Dense_1/bias"] = np.zeros(7, np.float32)
     del flat["head/bias"]
     with pytest.raises(CheckpointError) as e:
-        checkpoint.to_official(flat)
+        layouts.to_official(flat)
     assert "missing key head/bias" in str(e.value)
     assert "shape mismatch at Transformer/encoderblock_1/MlpBlock_3/Dense_1/bias: " \
            "checkpoint (7,), model (32,)" in str(e.value)
@@ -325,10 +315,10 @@ def test_table_entries_agree_with_their_file_names():
         assert release.url.startswith("https://storage.googleapis.com/") and \
             release.filename.endswith(".npz"), name
         if "augreg" in name:  # e.g. B_16-i21k-300ep-...--imagenet2012-...-res_224.npz
-            assert release.filename.startswith(release.variant.replace("/", "_") + "-"), name
+            assert release.filename.startswith(release.spec.variant.replace("/", "_") + "-"), name
             assert ("_ft_in1k" in name or "augreg_in1k" in name) == \
-                (release.num_classes == 1000), name
-            assert f"_{release.image_size}." in name
+                (release.spec.num_classes == 1000), name
+            assert f"_{release.spec.image_size[0]}." in name
     assert pretrained.lookup("ViT-B_16.npz")[0] == "imagenet21k/ViT-B_16"
     s16 = pretrained.RELEASES["i1k-s16-300ep"]
     assert s16.model_options() == {"variant": "S/16", "classifier": "gap",
@@ -347,7 +337,8 @@ def test_resolve_a_path_reads_the_options_off_the_file(tmp_path):
 def test_resolve_a_name_finds_the_file_and_checks_it(tmp_path, monkeypatch):
     url = "https://storage.googleapis.com/vit_models/imagenet21k/ViT-testing.npz"
     monkeypatch.setitem(pretrained.RELEASES, "imagenet21k/ViT-testing", pretrained.Release(
-        url, "testing", CLASSES, image_size=IMAGE, representation_size=REP))
+        url, ViTSpec.from_variant("testing", num_classes=CLASSES, image_size=IMAGE,
+                                  representation_size=REP)))
     _, params = _released_params()
     (tmp_path / "imagenet21k").mkdir()
     checkpoint.save_npz(tmp_path / "imagenet21k" / "ViT-testing.npz", params)

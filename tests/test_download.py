@@ -295,21 +295,20 @@ def testing_release(server, monkeypatch):
     """A released name "imagenet21k/ViT-testing" whose tiny file the server holds."""
     import io
 
-    import jax
     import numpy as np
 
-    from vit_jax import checkpoint, models, pretrained
+    from vit_core.params import official_shapes
+    from vit_core.spec import ViTSpec
+    from vit_jax import pretrained
 
-    model = models.create_model("testing", num_classes=5, representation_size=16)
+    spec = ViTSpec.from_variant("testing", num_classes=5, image_size=16, representation_size=16)
     rng = np.random.default_rng(0)
-    params = checkpoint.params_to_npz_dict(jax.tree.map(
-        lambda s: rng.normal(size=s.shape).astype(np.float32), models.param_shapes(model, 16)))
     buffer = io.BytesIO()
-    np.savez(buffer, **params)
+    np.savez(buffer, **{k: rng.normal(size=shape).astype(np.float32)
+                        for k, shape in official_shapes(spec).items()})
     server.files["/vit_models/imagenet21k/ViT-testing.npz"] = buffer.getvalue()
     monkeypatch.setitem(pretrained.RELEASES, "imagenet21k/ViT-testing", pretrained.Release(
-        GCS_URL.replace("x/model", "imagenet21k/ViT-testing"), "testing", 5, image_size=16,
-        representation_size=16))
+        GCS_URL.replace("x/model", "imagenet21k/ViT-testing"), spec))
     return "imagenet21k/ViT-testing"
 
 

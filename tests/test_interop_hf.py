@@ -21,8 +21,10 @@ from transformers import ViTConfig, ViTForImageClassification, ViTModel  # noqa:
 from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
 from vit_core import npz  # noqa: E402
 from vit_core.errors import CheckpointError, ConfigError  # noqa: E402
+from vit_core.files import read_official  # noqa: E402
 from vit_jax import checkpoint, models  # noqa: E402
 from vit_torch import convert, files  # noqa: E402
+from vit_torch import model as torch_vit  # noqa: E402
 from vit_torch.model import create_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +215,37 @@ def test_hf_eps_labels_and_options(tmp_path):
                            labels_path=str(tmp_path / "two.txt"))
     with pytest.raises(CheckpointError, match="not a S/16"):
         files.convert_file(tmp_path / "hf", tmp_path / "m.npz", variant="S/16")
+
+
+def test_hf_layer_norm_eps_converts_exactly(tmp_path):
+    """HF's 1e-12 epsilon travels in the spec beside the npz: both twins compute HF's logits."""
+    config = _hf_config("d32-k4-p4", tanh=False)
+    config.layer_norm_eps = 1e-12
+    hf = _randomised(ViTForImageClassification(config))
+    with torch.no_grad():  # small LayerNorm inputs, where the epsilon shows
+        hf.vit.embeddings.patch_embeddings.projection.weight.mul_(1e-3)
+        hf.vit.embeddings.patch_embeddings.projection.bias.mul_(1e-3)
+        hf.vit.embeddings.position_embeddings.mul_(1e-3)
+        hf.vit.embeddings.cls_token.mul_(1e-3)
+    hf.save_pretrained(tmp_path / "hf")
+    images = 1e-2 * _images()
+    with torch.no_grad():
+        want = hf(_nchw(images)).logits.numpy()
+    files.convert_file(tmp_path / "hf", tmp_path / "m.npz")
+    _, spec = read_official(tmp_path / "m.npz")
+    assert (spec.layer_norm_eps, spec.gelu_approximate) == (1e-12, False)
+    params = checkpoint.load_npz(tmp_path / "m.npz")
+    _close(_apply(models.VisionTransformer(spec), params, images), want)
+    twin = convert.load_npz(torch_vit.VisionTransformer(spec), tmp_path / "m.npz")
+    with torch.no_grad():
+        _close(twin(_nchw(images)).numpy(), want)
+    # The epsilon matters here: the official 1e-6 misses HF's logits by more than the bound.
+    official = models.VisionTransformer(spec.replace(layer_norm_eps=1e-6))
+    off = _apply(official, params, images)
+    assert np.max(np.abs(off - want)) / np.max(np.abs(want)) > 10 * LOGITS_REL
+    # And back: the HF config says 1e-12 again.
+    files.convert_file(tmp_path / "m.npz", tmp_path / "hf2")
+    assert json.loads((tmp_path / "hf2" / "config.json").read_text())["layer_norm_eps"] == 1e-12
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

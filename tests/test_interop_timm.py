@@ -21,6 +21,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT  # noqa:
 from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
 from vit_core import npz  # noqa: E402
 from vit_core.errors import CheckpointError  # noqa: E402
+from vit_core.params import spec_from_official  # noqa: E402
 from vit_jax import checkpoint, models  # noqa: E402
 from vit_torch import convert, files  # noqa: E402
 
@@ -88,17 +89,18 @@ def test_no_embed_class_maps_when_said(tmp_path):
     images = _images()
     got = _flax_logits(_flax("token"), checkpoint.npz_dict_to_params(flat), images)
     _close(got, _timm_logits(model, images))
-    # Unsaid, the position embedding is one row short: the model's check names it.
-    short = convert.state_dict_to_npz(model.state_dict(), num_heads=4)
-    with pytest.raises(CheckpointError, match="pos_embedding"):
-        checkpoint.check_params(checkpoint.npz_dict_to_params(short),
-                                models.param_shapes(_flax("token"), IMG))
+    # Unsaid, the position embedding is a square grid without the class token's row: the
+    # conversion itself refuses it (never a file that a later step rejects) and says what to do.
+    with pytest.raises(CheckpointError, match=r"Cannot convert key pos_embed: its 64 rows are "
+                       r"a square grid without the 1 class/register token\(s\).*"
+                       r"no_embed_class=True; say so \(--no-embed-class\)"):
+        convert.state_dict_to_npz(model.state_dict(), num_heads=4)
 
 
 @pytest.mark.parametrize("kw,key", [
     (dict(class_token=False, global_pool="avg"), "fc_norm.weight"),  # timm's default for avg
     (dict(pre_norm=True), "norm_pre.weight"),
-    (dict(reg_tokens=2), "reg_token"),
+    (dict(global_pool="map"), "cls_token"),  # a class token beside the MAP head
     (dict(init_values=0.1), "blocks.0.ls1.gamma"),
     (dict(qk_norm=True), "blocks.0.attn.q_norm.weight"),
 ])
@@ -125,14 +127,54 @@ def test_vit_jax_to_timm_strict(tmp_path, classifier):
     _close(_timm_logits(model, images), _flax_logits(flax_model, params, images))
 
 
+@pytest.mark.parametrize("classifier", ["token", "gap", "map"])
+def test_register_tokens_both_ways(tmp_path, classifier):
+    """timm's `reg_tokens` are the spec's `num_registers`: timm → npz → vit_jax and back."""
+    model = _timm(reg_tokens=3, **TIMM_OPTIONS[classifier])
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, tmp_path / "t.safetensors")
+    files.convert_file(tmp_path / "t.safetensors", tmp_path / "m.npz", variant="testing")
+    params = checkpoint.load_npz(tmp_path / "m.npz")
+    assert params["registers"].shape == (1, 3, 32)
+    flax_model = models.create_model("testing", num_classes=5, classifier=classifier,
+                                     gelu_approximate=False, num_registers=3)
+    images = _images()
+    _close(_flax_logits(flax_model, params, images), _timm_logits(model, images))
+    files.convert_file(tmp_path / "m.npz", tmp_path / "back.safetensors")
+    back = TimmViT(**{**TINY, **TIMM_OPTIONS[classifier]}, reg_tokens=3).eval()
+    back.load_state_dict(load_file(tmp_path / "back.safetensors"), strict=True)
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+
+
+def test_refused_conversions_write_nothing(tmp_path):
+    """A model the layout cannot hold stops at conversion, before any file is written."""
+    save_file({k: v.contiguous() for k, v in TimmViT(**TINY, global_pool="map").state_dict()
+               .items()}, tmp_path / "clsmap.safetensors")
+    with pytest.raises(CheckpointError, match=r"^Cannot convert key cls_token: a class token "
+                       r"together with an attention-pooling head"):
+        files.convert_file(tmp_path / "clsmap.safetensors", tmp_path / "o.npz", variant="testing")
+    save_file({k: v.contiguous() for k, v in _timm(no_embed_class=True).state_dict().items()},
+              tmp_path / "nec.safetensors")
+    with pytest.raises(CheckpointError, match="--no-embed-class"):
+        files.convert_file(tmp_path / "nec.safetensors", tmp_path / "o.npz", variant="testing")
+    # A gap model has no class token: Hugging Face's ViT cannot hold it (refused, not a crash).
+    checkpoint.save_npz(tmp_path / "gap.npz", jax.tree.map(
+        lambda s: np.zeros(s.shape, s.dtype), models.param_shapes(_flax("gap"), IMG)))
+    with pytest.raises(CheckpointError, match="'gap' model \\(no class token\\) to Hugging"):
+        files.convert_file(tmp_path / "gap.npz", tmp_path / "hf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clsmap.safetensors", "gap.npz", "nec.safetensors"]
+
+
 def test_timm_registry_model_round_trip():
     """timm.create_model('vit_tiny_patch16_224') ⇄ npz: a Ti/16, every tensor bit-exact."""
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
     sd = model.state_dict()
     flat = convert.state_dict_to_npz(sd, num_heads=3)
-    dims = convert.npz_dims({k: v.shape for k, v in flat.items()})
-    convert.check_variant(dims, "Ti/16")
-    assert dims.heads == 3 and dims.classes == 10 and dims.tokens == 197
+    spec = spec_from_official(flat)
+    convert.check_variant(spec, "Ti/16")
+    assert spec.num_heads == 3 and spec.num_classes == 10 and spec.num_patches == 196
     back = convert.npz_to_state_dict(flat)
     model.load_state_dict(back, strict=True)
     assert sorted(back) == sorted(sd)

@@ -146,8 +146,8 @@ def test_bfloat16_first_moment():
 
 
 def test_decay_mask_is_kernels_and_torch_decays_the_same_tensors():
+    from vit_core.params import param_table
     from vit_jax import models
-    from vit_torch import convert
     from vit_torch.model import create_model
 
     model = models.create_model("testing", num_classes=10, representation_size=32)
@@ -156,10 +156,9 @@ def test_decay_mask_is_kernels_and_torch_decays_the_same_tensors():
     assert decayed == {k for k in mask if k.endswith("/kernel")}
     assert "Transformer/posembed_input/pos_embedding" in mask and "cls" in mask
     torch_model = create_model("testing", num_classes=10, img_size=16, representation_size=32)
-    shapes = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
-    pairs = convert.key_map(convert.torch_dims(shapes, torch_model.num_heads))
+    pairs = param_table(torch_model.spec)
     names = recipe.decayed_parameters(torch_model)
-    assert {k for p in pairs if p.torch_key in names for k in p.npz_keys} == decayed
+    assert {k for p in pairs if p.timm_key in names for k in p.npz_keys} == decayed
     assert {k for p in pairs for k in p.npz_keys} == set(mask)  # every leaf was decided
 
 

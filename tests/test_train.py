@@ -58,6 +58,24 @@ def test_resume_continues_exactly(trained, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, _params(str(tmp_path / "wd")), final)
 
 
+def test_workdir_written_before_a_field_existed_resumes(trained, tmp_path):
+    """A config.json without today's newest fields: they count as their defaults."""
+    config, workdir, _ = trained
+    shutil.copytree(workdir, tmp_path / "wd")
+    shutil.rmtree(tmp_path / "wd" / "checkpoints" / "12")
+    path = tmp_path / "wd" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["model"]["num_registers"], saved["model"]["layer_norm_eps"]
+    path.write_text(json.dumps(saved))
+    train.train_and_evaluate(config, str(tmp_path / "wd"))
+    jax.tree.map(np.testing.assert_array_equal, _params(str(tmp_path / "wd")), _params(workdir))
+    # A field it has with another value is still a different config.
+    saved["model"]["num_registers"] = 2
+    path.write_text(json.dumps(saved))
+    with pytest.raises(errors.WorkdirError, match=r"model: workdir has"):
+        train.train_and_evaluate(config, str(tmp_path / "wd"))
+
+
 def test_workdir_of_another_config_is_refused(trained):
     config, workdir, _ = trained
     other = tiny_digits_config(config.data_dir, learning_rate=1e-2)
@@ -133,4 +151,4 @@ def test_imagenet_configs_run_under_mock_data(name, tmp_path):
         result = train.train_and_evaluate(config, str(tmp_path / "wd"))
     assert result["step"] == 2 and result["test"]["num_examples"] > 0
     loaded = evaluate.load_model(str(tmp_path / "wd"))
-    assert loaded.params["head"]["kernel"].shape == (loaded.model.hidden_size, 1000)
+    assert loaded.params["head"]["kernel"].shape == (loaded.model.spec.hidden_size, 1000)

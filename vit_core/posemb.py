@@ -53,33 +53,46 @@ def sincos_2d(h: int, w: int, width: int, temperature: float = TEMPERATURE) -> n
 
 
 def resize_posemb(
-    posemb: np.ndarray, new_grid: tuple[int, int], num_prefix_tokens: int = 1
+    posemb: np.ndarray, new_grid: tuple[int, int], num_prefix_tokens: int = 1,
+    old_grid: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Resizes a (1, prefix + h*w, D) position embedding to a new (h', w') patch grid.
 
     The same resampling as the official fine-tuning code: the grid part is zoomed with
-    `scipy.ndimage.zoom(order=1)` (linear, corner-aligned), the class-token embedding is
-    kept unchanged. This is not `F.interpolate`'s half-pixel-centred bilinear.
+    `scipy.ndimage.zoom(order=1)` (linear, corner-aligned), the prefix tokens' embeddings
+    (class token, registers) are kept unchanged. This is not `F.interpolate`'s
+    half-pixel-centred bilinear.
 
     Args:
-      posemb: (1, prefix + h*h, D) array (the released checkpoints' grids are square).
+      posemb: (1, prefix + h*w, D) array.
       new_grid: (h', w') patches of the new resolution (image size // patch size).
-      num_prefix_tokens: 1 with a class token ("token" classifier), 0 for "gap".
+      num_prefix_tokens: the class token and registers in front (0 for "gap"/"map").
+      old_grid: (h, w) of `posemb`; None: square (the released checkpoints' grids are).
 
     Returns:
       A (1, prefix + h'*w', D) float array of the input dtype.
+
+    Raises:
+      CheckpointError: the rows do not make `old_grid` (or, when None, a square).
     """
     import scipy.ndimage  # only needed here; keeps the module import light
 
     prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
-    old = math.isqrt(grid.shape[0])
-    if old * old != grid.shape[0]:
-        raise CheckpointError(f"Position embedding grid of {grid.shape[0]} tokens is not square.")
-    if (old, old) == tuple(new_grid):
+    n = grid.shape[0]
+    if old_grid is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise CheckpointError(f"Position embedding grid of {n} tokens is not square: give "
+                                  "the grid it was trained at (old_grid).")
+        old_grid = (side, side)
+    if old_grid[0] * old_grid[1] != n:
+        raise CheckpointError(f"Position embedding of {n} patch rows is not a "
+                              f"{old_grid[0]}x{old_grid[1]} grid.")
+    if tuple(old_grid) == tuple(new_grid):
         return posemb
     gh, gw = new_grid
-    grid = grid.reshape(old, old, -1)  # (h, w, D)
-    zoom = (gh / old, gw / old, 1)
+    grid = grid.reshape(*old_grid, -1)  # (h, w, D)
+    zoom = (gh / old_grid[0], gw / old_grid[1], 1)
     grid = scipy.ndimage.zoom(grid, zoom, order=1)  # (h', w', D), as the official code calls it
     grid = grid.reshape(1, gh * gw, -1)
     return np.concatenate([prefix, grid], axis=1)

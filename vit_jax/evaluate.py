@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from vit_core import npz
 from vit_core.errors import CheckpointError, ConfigError, DatasetError, run_cli
+from vit_core.files import read_official
 from vit_jax import (
     checkpoint,
     cli,
@@ -79,13 +80,14 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
         return _load_workdir(path, data_dir=data_dir, **overrides)
     if not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
-    flat = checkpoint.to_official(npz.read_npz(path))  # any layout it reads
-    arch = checkpoint.infer_architecture(flat)
-    # A fixed sin-cos posemb fits any size: such a file does not say; use the usual 224.
-    image_size, num_classes = arch.pop("image_size") or 224, arch.pop("num_classes")
-    model = models.VisionTransformer(num_classes=num_classes, **arch, **overrides)
+    flat, spec = read_official(path)  # any layout it reads, with the spec file beside it
+    arch = {k: overrides.pop(k) for k in list(overrides) if k not in models.RUN_OPTIONS}
+    spec = spec.replace(**arch) if arch else spec
+    # A fixed sin-cos posemb fits any size: such a file does not say; the spec's is 224.
+    image_size, num_classes = spec.image_size[0], spec.num_classes
+    model = models.VisionTransformer(spec, **overrides)
     params = npz.unflatten(flat)
-    checkpoint.check_params(params, models.param_shapes(model, image_size))
+    checkpoint.check_params(params, models.param_shapes(model))
     return LoadedModel(model, params, image_size, _class_names(dataset, data_dir, num_classes),
                        None)
 
@@ -103,7 +105,10 @@ def _load_workdir(workdir: str, *, data_dir: str | None, **overrides: Any) -> Lo
     _, params = latest
     dataset_dir = data_dir or config.get("data_dir")
     head = params["head"]["bias"].shape[0] if "head" in params else 0
-    model = models.model_from_config(config.model, head)
+    model = models.model_from_config(config.model, head, config.image_size)
+    arch = {k: overrides.pop(k) for k in list(overrides) if k not in models.RUN_OPTIONS}
+    if arch:
+        model = model.clone(spec=model.spec.replace(**arch))
     if overrides:
         model = model.clone(**overrides)
     if config.model.scan:  # inference uses the per-block layout

@@ -1,11 +1,12 @@
 """The Vision Transformer in Flax linen (Dosovitskiy et al. 2020, arXiv 2010.11929).
 
-Pure model code: no files, datasets, devices or optimizers here. Module and parameter
-names equal the keys of the released checkpoints (`embedding`, `cls`,
-`Transformer/posembed_input`, `Transformer/encoderblock_{i}`, `Transformer/encoder_norm`,
-`pre_logits`, `head`; big_vision's `MAPHead_0` for the attention-pooling head), so
-`vit_jax.checkpoint` maps the official `.npz` files onto this tree with no renaming (only
-`scan=True` stacks the blocks on a leading axis).
+Pure model code: no files, datasets, devices or optimizers here. Built from a
+`vit_core.spec.ViTSpec` (the architecture); module and parameter names equal the keys of
+the released checkpoints as the parameter table `vit_core.params` lists them (`embedding`,
+`cls`, `registers`, `Transformer/posembed_input`, `Transformer/encoderblock_{i}`,
+`Transformer/encoder_norm`, `pre_logits`, `head`; big_vision's `MAPHead_0` for the
+attention-pooling head), so `vit_jax.checkpoint` maps the official `.npz` files onto this
+tree with no renaming (only `scan=True` stacks the blocks on a leading axis).
 
 Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
 """
@@ -21,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_core.errors import ConfigError
 from vit_core.posemb import sincos_2d
-from vit_core.variants import decode_variant
+from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec, spec_from_config
 from vit_jax import ops
 from vit_jax.attention import dot_product_attention
 
@@ -34,7 +34,6 @@ Array = jax.Array
 _xavier = nn.initializers.xavier_uniform()
 _posemb_init = nn.initializers.normal(stddev=0.02)
 _mlp_bias_init = nn.initializers.normal(stddev=1e-6)
-LAYER_NORM_EPS = 1e-6
 
 
 class PatchEmbed(nn.Module):
@@ -86,7 +85,7 @@ class LayerNorm(nn.Module):
     Statistics in float32; the backward pass saves only the input (see `vit_jax.ops`).
     """
 
-    epsilon: float = LAYER_NORM_EPS
+    epsilon: float = DEFAULT_LAYER_NORM_EPS
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -184,6 +183,7 @@ class Encoder1DBlock(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     gelu_approximate: bool = True
+    layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
     attention_impl: str | None = None
     deterministic: bool = True
     return_weights: bool = False
@@ -191,7 +191,7 @@ class Encoder1DBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, drop_path_rate: float | Array = 0.0) -> tuple[Array, Any]:
-        ln = functools.partial(LayerNorm, dtype=self.dtype)
+        ln = functools.partial(LayerNorm, epsilon=self.layer_norm_eps, dtype=self.dtype)
         # Explicit names keep the official numbering (LayerNorm_0, ..._1, LayerNorm_2, ..._3).
         y = ln(name="LayerNorm_0")(x)
         y, weights = MultiHeadAttention(
@@ -233,6 +233,7 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     gelu_approximate: bool = True
+    layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
     attention_impl: str | None = None
     remat: bool = False
     scan: bool = False
@@ -256,8 +257,9 @@ class Encoder(nn.Module):
         block_kwargs = dict(
             num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
-            gelu_approximate=self.gelu_approximate, attention_impl=self.attention_impl,
-            deterministic=not train, return_weights=return_weights, dtype=self.dtype,
+            gelu_approximate=self.gelu_approximate, layer_norm_eps=self.layer_norm_eps,
+            attention_impl=self.attention_impl, deterministic=not train,
+            return_weights=return_weights, dtype=self.dtype,
         )
         if self.scan:
             # One compiled block applied num_layers times: compile time independent of depth.
@@ -278,7 +280,7 @@ class Encoder(nn.Module):
                 x, (_, w) = block_cls(**block_kwargs, name=f"encoderblock_{i}")(x, drop_rates[i])
                 hidden_states.append(x)
                 attn.append(w)
-        x = LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
+        x = LayerNorm(self.layer_norm_eps, dtype=self.dtype, name="encoder_norm")(x)
         return x, hidden_states, attn
 
 
@@ -294,6 +296,7 @@ class MAPHead(nn.Module):
     num_heads: int
     mlp_dim: int
     gelu_approximate: bool = True
+    layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -306,7 +309,7 @@ class MAPHead(nn.Module):
         y, _ = MultiHeadAttention(
             num_heads=self.num_heads, dtype=self.dtype, name="MultiHeadDotProductAttention_0"
         )(probe, x, deterministic=True)  # (B, 1, D)
-        z = LayerNorm(dtype=self.dtype, name="LayerNorm_0")(y)
+        z = LayerNorm(self.layer_norm_eps, dtype=self.dtype, name="LayerNorm_0")(y)
         y = y + MlpBlock(
             mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate, dtype=self.dtype,
             name="MlpBlock_0",
@@ -314,30 +317,15 @@ class MAPHead(nn.Module):
         return y[:, 0]  # (B, D)
 
 
-CLASSIFIERS = ("token", "gap", "map")
-POSEMBS = ("learn", "sincos2d")
-
-
 class VisionTransformer(nn.Module):
-    """ViT: patches → tokens (+ class token, + position) → encoder → pool → head.
+    """ViT: patches → tokens (+ class token, registers, position) → encoder → pool → head.
 
     Attributes:
-      num_classes: outputs of the head; 0 means no head (returns pre-logits features).
-      patch_size: side P of the square patches; image sides must be multiples of it.
-      hidden_size, num_layers, num_heads, mlp_dim: the transformer size (see variants.py).
-      classifier: "token" (class token, the paper's default), "gap" (mean of all tokens
-        after the final LayerNorm) or "map" (`MAPHead`: attention pooling by a learned
-        probe, as big_vision / SigLIP). Only "token" has a class token.
-      posemb: "learn" (a learned (1, N, D) embedding over every token, class token
-        included: the official ViT and its released weights) or "sincos2d" (the fixed
-        `vit_core.posemb.sincos_2d` table, no parameter, any image size). sincos2d is added
-        to the patch tokens only, as big_vision does: the class token gets no position.
-      representation_size: if set, a Dense+tanh "pre_logits" layer of this width before the
-        head (the released ImageNet-21k models have it); None means identity.
+      spec: the architecture (`vit_core.spec.ViTSpec`: sizes, head, classifier, posemb,
+        registers, LayerNorm epsilon, GELU form; see there). The learned position
+        embedding takes its shape from the images at `init` (made for `spec.image_size`).
       dropout_rate, attention_dropout_rate: dropout after MLP/attention, on attention weights.
       stochastic_depth: the last block's drop-path rate (linear from 0 over the depth).
-      gelu_approximate: True = tanh GELU as the official code and the released weights;
-        False = the exact erf GELU that timm uses.
       attention_impl: None (vit_jax's softmax attention, hand-written backward), "xla" or
         "cudnn" (`jax.nn.dot_product_attention`); see `vit_jax.attention`.
       remat: recompute each block's activations in the backward pass (saves memory).
@@ -346,24 +334,32 @@ class VisionTransformer(nn.Module):
       head_bias_init: initial head bias (the official code uses 0; -10 for fine-tuning).
     """
 
-    num_classes: int
-    patch_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    mlp_dim: int
-    classifier: str = "token"
-    posemb: str = "learn"
-    representation_size: int | None = None
+    spec: ViTSpec
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
-    gelu_approximate: bool = True
     attention_impl: str | None = None
     remat: bool = False
     scan: bool = False
     dtype: Dtype = jnp.float32
     head_bias_init: float = 0.0
+
+    # Read-only views of the spec that callers use most (the spec stays the one source).
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def classifier(self) -> str:
+        return self.spec.classifier
 
     @nn.compact
     def __call__(
@@ -388,47 +384,53 @@ class VisionTransformer(nn.Module):
         Returns:
           (B, num_classes) float32 logits, or (logits, features) with `return_features`.
         """
-        self._check_options()
+        spec = self.spec.validate()
         self._check_images(images)
+        d = spec.hidden_size
         # --- forward_features: tokens through the encoder.
-        x = PatchEmbed(self.hidden_size, self.patch_size, dtype=self.dtype, name="embedding")(
-            images
-        )  # (B, N, D)
-        prefix = 1 if self.classifier == "token" else 0
+        x = PatchEmbed(d, spec.patch_size, dtype=self.dtype, name="embedding")(images)  # (B, N, D)
+        prefix = []
+        if spec.has_class_token:
+            prefix.append(self.param("cls", nn.initializers.zeros, (1, 1, d)))
+        if spec.num_registers:
+            prefix.append(self.param("registers", _posemb_init, (1, spec.num_registers, d)))
         if prefix:
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, self.hidden_size))
-            cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.hidden_size))
-            x = jnp.concatenate([cls, x], axis=1)  # (B, 1 + N, D)
+            tokens = [jnp.broadcast_to(t.astype(x.dtype), (x.shape[0], *t.shape[1:]))
+                      for t in prefix]
+            x = jnp.concatenate([*tokens, x], axis=1)  # (B, prefix + N, D): cls, registers
         embedded = x
         fixed_posemb = None
-        if self.posemb == "sincos2d":
-            grid = (images.shape[1] // self.patch_size, images.shape[2] // self.patch_size)
-            table = sincos_2d(*grid, self.hidden_size)  # (1, N, D)
-            # A zero row for the class token: the same sum as big_vision's posemb-then-cls.
-            fixed_posemb = np.pad(table, ((0, 0), (prefix, 0), (0, 0)))  # (1, prefix + N, D)
+        if spec.posemb == "sincos2d":
+            grid = (images.shape[1] // spec.patch_size, images.shape[2] // spec.patch_size)
+            table = sincos_2d(*grid, d)  # (1, N, D)
+            # Zero rows for the prefix: the same sum as big_vision's posemb-then-cls.
+            fixed_posemb = np.pad(table, ((0, 0), (spec.num_prefix_tokens, 0), (0, 0)))
         encoded, hidden_states, attn = Encoder(
-            num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+            num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim,
             dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-            stochastic_depth=self.stochastic_depth, gelu_approximate=self.gelu_approximate,
-            attention_impl=self.attention_impl, remat=self.remat, scan=self.scan,
-            dtype=self.dtype, name="Transformer",
+            stochastic_depth=self.stochastic_depth, gelu_approximate=spec.gelu_approximate,
+            layer_norm_eps=spec.layer_norm_eps, attention_impl=self.attention_impl,
+            remat=self.remat, scan=self.scan, dtype=self.dtype, name="Transformer",
         )(x, train=train, return_weights=return_attention, fixed_posemb=fixed_posemb)
-        # --- pool: the class token, the mean over tokens or MAP (after the final norm).
-        if self.classifier == "map":
-            x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                        gelu_approximate=self.gelu_approximate, dtype=self.dtype)(encoded)
-        elif self.classifier == "token":
+        # --- pool: the class token, or the mean of / attention over the patch tokens (the
+        # registers are dropped, as timm does), after the final norm.
+        if spec.classifier == "map":
+            x = MAPHead(num_heads=spec.num_heads, mlp_dim=spec.mlp_dim,
+                        gelu_approximate=spec.gelu_approximate,
+                        layer_norm_eps=spec.layer_norm_eps, dtype=self.dtype,
+                        )(encoded[:, spec.num_prefix_tokens:])  # (B, D)
+        elif spec.classifier == "token":
             x = encoded[:, 0]  # (B, D)
         else:
-            x = encoded.mean(axis=1)  # (B, D)
+            x = encoded[:, spec.num_prefix_tokens:].mean(axis=1)  # (B, D): no registers
         # --- forward_head: optional pre-logits, then the linear classifier.
-        if self.representation_size is not None:
-            x = nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x)
+        if spec.representation_size is not None:
+            x = nn.Dense(spec.representation_size, dtype=self.dtype, name="pre_logits")(x)
             x = jnp.tanh(x)  # (B, R)
         pre_logits = x
-        if self.num_classes:
+        if spec.num_classes:
             x = nn.Dense(
-                self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                spec.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                 bias_init=nn.initializers.constant(self.head_bias_init), name="head",
             )(x)  # (B, num_classes)
         logits = x.astype(jnp.float32)
@@ -443,17 +445,6 @@ class VisionTransformer(nn.Module):
                 features[f"attention_{i}"] = w
         return logits, features
 
-    def _check_options(self) -> None:
-        if self.classifier not in CLASSIFIERS:
-            raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got "
-                              f"{self.classifier!r} (config.model.classifier).")
-        if self.posemb not in POSEMBS:
-            raise ConfigError(f"posemb must be one of {POSEMBS}, got {self.posemb!r} "
-                              "(config.model.posemb).")
-        if self.posemb == "sincos2d" and (self.hidden_size % 4 or self.hidden_size < 8):
-            raise ConfigError(f"posemb='sincos2d' needs a hidden_size that is a multiple of 4 "
-                              f"(and ≥ 8), got {self.hidden_size}; use posemb='learn'.")
-
     def _check_images(self, images: Array) -> None:
         if images.ndim != 4:
             raise ValueError(f"Expected images of shape (B, H, W, 3), got {images.shape}.")
@@ -463,10 +454,15 @@ class VisionTransformer(nn.Module):
                 f"Expected 3 colour channels in the last axis (B, H, W, 3), got {c} "
                 f"(shape {images.shape}). Grayscale images must be repeated to RGB."
             )
-        if h % self.patch_size or w % self.patch_size:
+        if h % self.spec.patch_size or w % self.spec.patch_size:
             raise ValueError(
-                f"Image size {h}x{w} is not divisible by the patch size {self.patch_size}."
+                f"Image size {h}x{w} is not divisible by the patch size {self.spec.patch_size}."
             )
+
+
+# The module's keywords besides the spec: how a run computes, not what the model is.
+RUN_OPTIONS = tuple(f for f in VisionTransformer.__dataclass_fields__
+                    if f not in ("spec", "parent", "name"))
 
 
 def create_model(variant: str, *, num_classes: int, **overrides: Any) -> VisionTransformer:
@@ -475,57 +471,55 @@ def create_model(variant: str, *, num_classes: int, **overrides: Any) -> VisionT
     Args:
       variant: a name from the variant table, e.g. "B/16" (see `vit_core.variants`).
       num_classes: size of the classification head (0 for no head).
-      **overrides: any other `VisionTransformer` attribute (classifier, dtype, scan, ...),
-        including the variant's own sizes (e.g. patch_size=8 on the "testing" variant).
+      **overrides: a `ViTSpec` field (classifier, image_size, num_registers, the variant's
+        own sizes such as patch_size=8, ...) or a `VisionTransformer` run option (dtype,
+        scan, ...).
 
     Returns:
       The `VisionTransformer` module; initialise it with `module.init(rng, images)`.
     """
-    spec = decode_variant(variant)
-    kwargs: dict[str, Any] = dict(
-        patch_size=spec.patch_size, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim,
-    )
-    fields = set(VisionTransformer.__dataclass_fields__) - {"parent", "name"}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(f"Unknown VisionTransformer option(s) {unknown}; known: {sorted(fields)}.")
-    kwargs.update(overrides)
-    return VisionTransformer(num_classes=num_classes, **kwargs)
+    run = {k: overrides.pop(k) for k in list(overrides) if k in RUN_OPTIONS}
+    spec = ViTSpec.from_variant(variant, num_classes=num_classes, **overrides)
+    return VisionTransformer(spec, **run)
 
 
-def model_from_config(model_config: Any, num_classes: int) -> VisionTransformer:
-    """The model a config describes: the one place that maps config fields to options.
+def model_from_config(model_config: Any, num_classes: int, image_size: Any = 224
+                      ) -> VisionTransformer:
+    """The model a config describes: the one place that maps config fields to a model.
 
     Args:
       model_config: `config.model` of a `configs/` file (a ConfigDict or a plain mapping):
-        `variant` names the size; every other field is a `VisionTransformer` option of the
-        same name (`patch_size=None` keeps the variant's; `dtype` is a dtype name).
+        the architecture fields go to the spec (`vit_core.spec.spec_from_config`), the run
+        settings to the module (`dtype` is a dtype name).
       num_classes: size of the classification head (0 for no head).
+      image_size: `config.image_size`, the images the learned posemb is made for.
 
     Returns:
       The `VisionTransformer` module.
     """
     options = dict(model_config.items())
-    variant = options.pop("variant")
-    if options.get("patch_size") is None:
-        options.pop("patch_size", None)
-    if "dtype" in options:
-        options["dtype"] = jnp.dtype(options["dtype"])
-    return create_model(variant, num_classes=num_classes, **options)
+    run = {k: options[k] for k in RUN_OPTIONS if k in options}
+    if "dtype" in run:
+        run["dtype"] = jnp.dtype(run["dtype"])
+    arch = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
+    spec = spec_from_config(arch, image_size=image_size, num_classes=num_classes)
+    return VisionTransformer(spec, **run)
 
 
-def param_shapes(model: VisionTransformer, image_size: int) -> Any:
+def param_shapes(model: VisionTransformer, image_size: int | tuple[int, int] | None = None
+                 ) -> Any:
     """The parameter tree's shapes and dtypes, without allocating (via `jax.eval_shape`).
 
     Args:
       model: the module.
-      image_size: side of the square input images.
+      image_size: side (or (H, W)) of the input images; default: the spec's.
 
     Returns:
       A pytree of `jax.ShapeDtypeStruct` with the same structure as `init(...)["params"]`.
     """
-    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    h, w = model.spec.image_size if image_size is None else (
+        (image_size, image_size) if isinstance(image_size, int) else image_size)
+    images = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(images.shape)))
     return variables["params"]
 

@@ -28,10 +28,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from vit_core import npz
 from vit_core.errors import CheckpointError, DownloadError
+from vit_core.files import read_official
+from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec
 from vit_core.variants import VARIANTS, WIDTHS
-from vit_jax import checkpoint, download
+from vit_jax import download
 
 _VIT_MODELS = "https://storage.googleapis.com/vit_models/"
 _BIG_VISION = "https://storage.googleapis.com/big_vision/"
@@ -41,15 +42,10 @@ IN1K_CLASSES = 1000
 
 @dataclasses.dataclass(frozen=True)
 class Release:
-    """One released checkpoint: its URL and the architecture stored in it."""
+    """One released checkpoint: its URL and the spec of the model stored in it."""
 
     url: str
-    variant: str  # a name from vit_jax/variants.py
-    num_classes: int
-    image_size: int = 224
-    classifier: str = "token"
-    representation_size: int | None = None
-    posemb: str = "learn"
+    spec: ViTSpec
 
     @property
     def filename(self) -> str:
@@ -61,33 +57,33 @@ class Release:
         return self.url.split("/", 4)[4]
 
     def model_options(self) -> dict[str, Any]:
-        """`config.model` fields for this checkpoint (posemb named only if not "learn")."""
-        options: dict[str, Any] = {"variant": self.variant, "classifier": self.classifier,
-                                   "representation_size": self.representation_size}
-        if self.posemb != "learn":
-            options["posemb"] = self.posemb
-        return options
+        """`config.model` fields for this checkpoint (see `model_options_of`)."""
+        return model_options_of(self.spec)
+
+
+def _release(url: str, variant: str, num_classes: int, **options: Any) -> Release:
+    return Release(url, ViTSpec.from_variant(variant, num_classes=num_classes, **options))
 
 
 def _official(path: str, variant: str) -> Release:
     if path.startswith("imagenet21k/"):  # pre-training: pre_logits of the model's width
         width = WIDTHS[VARIANTS[variant][0]].hidden_size
-        return Release(_VIT_MODELS + path, variant, IN21K_CLASSES, representation_size=width)
-    return Release(_VIT_MODELS + path, variant, IN1K_CLASSES,
-                   image_size=224 if path.endswith("-224.npz") else 384)
+        return _release(_VIT_MODELS + path, variant, IN21K_CLASSES, representation_size=width)
+    return _release(_VIT_MODELS + path, variant, IN1K_CLASSES,
+                    image_size=224 if path.endswith("-224.npz") else 384)
 
 
 def _augreg(file: str, variant: str) -> Release:
     """AugReg files: "...--imagenet2012-...-res_{size}.npz" are fine-tuned on ImageNet-1k."""
     if "--imagenet2012-" in file:
         size = int(file.rsplit("res_", 1)[1].removesuffix(".npz"))
-        return Release(_VIT_MODELS + "augreg/" + file, variant, IN1K_CLASSES, image_size=size)
-    return Release(_VIT_MODELS + "augreg/" + file, variant, IN21K_CLASSES)
+        return _release(_VIT_MODELS + "augreg/" + file, variant, IN1K_CLASSES, image_size=size)
+    return _release(_VIT_MODELS + "augreg/" + file, variant, IN21K_CLASSES)
 
 
 def _big_vision_s16(file: str) -> Release:
-    return Release(_BIG_VISION + file, "S/16", IN1K_CLASSES, classifier="gap",
-                   representation_size=WIDTHS["S"].hidden_size, posemb="sincos2d")
+    return _release(_BIG_VISION + file, "S/16", IN1K_CLASSES, classifier="gap",
+                    representation_size=WIDTHS["S"].hidden_size, posemb="sincos2d")
 
 
 RELEASES: dict[str, Release] = {
@@ -152,35 +148,36 @@ def lookup(name: str) -> tuple[str, Release] | None:
     return (name, RELEASES[name]) if name in RELEASES else None
 
 
-def model_options_of(arch: dict[str, Any]) -> dict[str, Any]:
-    """`config.model` fields for an architecture read off a file (`infer_architecture`).
+def model_options_of(spec: ViTSpec) -> dict[str, Any]:
+    """`config.model` fields for a checkpoint's architecture.
 
     Args:
-      arch: from `checkpoint.infer_architecture`.
+      spec: read off the file (`vit_core.files.read_official`) or a release's.
 
     Returns:
       variant (the one of that width and, if any, patch size), patch_size when no variant
-      has it, classifier, representation_size, and posemb when not "learn".
+      has it, classifier, representation_size, and posemb, num_registers, layer_norm_eps
+      and gelu_approximate where they differ from the defaults.
 
     Raises:
-      CheckpointError: the sizes match no family of vit_jax/variants.py.
+      CheckpointError: the sizes match no family of vit_core/variants.py.
     """
-    sizes = (arch["hidden_size"], arch["num_layers"], arch["num_heads"], arch["mlp_dim"])
+    sizes = (spec.hidden_size, spec.num_layers, spec.num_heads, spec.mlp_dim)
     names = [v for v, (family, _) in VARIANTS.items()
              if dataclasses.astuple(WIDTHS[family]) == sizes]
     if not names:
         raise CheckpointError(
             f"The checkpoint's sizes (width, depth, heads, MLP) = {sizes} match no variant in "
-            "vit_jax/variants.py."
+            "vit_core/variants.py."
         )
-    exact = [v for v in names if VARIANTS[v][1] == arch["patch_size"]]
+    exact = [v for v in names if VARIANTS[v][1] == spec.patch_size]
     options: dict[str, Any] = {"variant": (exact or names)[0]}
     if not exact:
-        options["patch_size"] = arch["patch_size"]
-    options.update(classifier=arch["classifier"],
-                   representation_size=arch["representation_size"])
-    if "posemb" in arch:
-        options["posemb"] = arch["posemb"]
+        options["patch_size"] = spec.patch_size
+    options.update(classifier=spec.classifier, representation_size=spec.representation_size)
+    defaults = {"posemb": "learn", "num_registers": 0,
+                "layer_norm_eps": DEFAULT_LAYER_NORM_EPS, "gelu_approximate": True}
+    options.update({k: getattr(spec, k) for k, v in defaults.items() if getattr(spec, k) != v})
     return options
 
 
@@ -244,17 +241,16 @@ def resolve(
     return path, release.model_options()
 
 
-def _architecture(path: str) -> dict[str, Any]:
-    return checkpoint.infer_architecture(checkpoint.to_official(npz.read_npz(path)))
+def _architecture(path: str) -> ViTSpec:
+    return read_official(path)[1]
 
 
 def _check_release(path: str, name: str, release: Release) -> None:
     """The file found for a name must hold that release's architecture."""
-    arch = _architecture(path)
-    found = {**model_options_of(arch), "num_classes": arch["num_classes"]}
-    want = {**release.model_options(), "num_classes": release.num_classes}
-    if release.posemb == "learn":
-        found["image_size"], want["image_size"] = arch["image_size"], release.image_size
+    found, want = _architecture(path).to_dict(), release.spec.to_dict()
+    del found["variant"], want["variant"]
+    if release.spec.posemb != "learn":  # a fixed posemb: the file says no image size
+        del found["image_size"], want["image_size"]
     if found != want:
         diff = ", ".join(f"{k}={found.get(k)!r} (expected {want.get(k)!r})"
                          for k in sorted(set(found) | set(want)) if found.get(k) != want.get(k))

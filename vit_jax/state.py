@@ -167,6 +167,25 @@ class TrainState(flax.struct.PyTreeNode):
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def with_missing_fields(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with every field of `defaults` it lacks added (nested dicts merged).
+
+    Args:
+      saved: a workdir's config.json, possibly written before some fields existed.
+      defaults: the current defaults, as JSON values.
+
+    Returns:
+      A new dict; the saved values always win.
+    """
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = with_missing_fields(out[key], value)
+    return out
+
+
 def _comparable(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return {k: v for k, v in json.loads(config.to_json()).items() if k not in RESUMABLE_CHANGES}
 
@@ -177,12 +196,15 @@ class CheckpointStore:
     Args:
       workdir: the run's directory (created if needed).
       config: this run's config; a workdir written by a different config is refused.
+      defaults: every field's default (`configs/default.py`): a field that the workdir's
+        config.json lacks (written before the field existed) counts as its default.
     """
 
-    def __init__(self, workdir: str, config: ml_collections.ConfigDict) -> None:
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict,
+                 defaults: ml_collections.ConfigDict | None = None) -> None:
         self.workdir = check_workdir(workdir)
         self._pending_config: str | None = None
-        self._check_config(config)
+        self._check_config(config, defaults)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.max_checkpoints_to_keep, enable_async_checkpointing=True,
             create=True,
@@ -193,11 +215,14 @@ class CheckpointStore:
             os.path.join(self.workdir, "checkpoints"), options=options,
             item_names=("state", "meta"))
 
-    def _check_config(self, config: ml_collections.ConfigDict) -> None:
+    def _check_config(self, config: ml_collections.ConfigDict,
+                      defaults: ml_collections.ConfigDict | None) -> None:
         path = os.path.join(self.workdir, "config.json")
         if os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
+            if defaults is not None:
+                saved = with_missing_fields(saved, json.loads(defaults.to_json()))
             old, new = _comparable(ml_collections.ConfigDict(saved)), _comparable(config)
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if diff:

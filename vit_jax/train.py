@@ -24,6 +24,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from configs import default as default_config
 from vit_core.errors import ConfigError, TrainingError, run_cli
 from vit_jax import (
     checkpoint,
@@ -86,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     total_steps = total_train_steps(config, dataset_info.split_num_examples(
         config.dataset, config.data_dir, config.train_split))
     init_path = use_init_checkpoint_options(config)
-    model = models.model_from_config(config.model, info.num_classes)
+    model = models.model_from_config(config.model, info.num_classes, config.image_size)
     if config.image_size % model.patch_size:  # before the workdir is touched
         raise ConfigError(
             f"config.image_size={config.image_size} is not divisible by the patch size "
@@ -94,7 +95,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"{config.model.variant!r}); e.g. use image_size="
             f"{max(1, round(config.image_size / model.patch_size)) * model.patch_size}.")
     tx, schedule = create_optimizer(config, total_steps)
-    store = CheckpointStore(workdir, config)  # refuses a workdir of another config
+    # Refuses a workdir of another config; fields it predates count as their defaults.
+    store = CheckpointStore(workdir, config, defaults=default_config.get_config())
     metrics_path = os.path.join(store.workdir, "metrics.json")
     if store.latest_step() == total_steps and os.path.exists(metrics_path):
         store.close()
@@ -195,7 +197,8 @@ def use_init_checkpoint_options(config: ml_collections.ConfigDict) -> str | None
         return None
     search_dirs = [config.init_checkpoint_dir] if config.init_checkpoint_dir else []
     path, options = pretrained.resolve(config.init_checkpoint, search_dirs)
-    for key in ("variant", "patch_size", "classifier", "posemb"):
+    for key in ("variant", "patch_size", "classifier", "posemb", "num_registers",
+                "layer_norm_eps", "gelu_approximate"):
         if key in options and key in config.model and config.model[key] != options[key]:
             print(f"init_checkpoint {config.init_checkpoint}: model.{key}={options[key]!r} "
                   f"(the config had {config.model[key]!r})", flush=True)
@@ -211,7 +214,8 @@ def _pretrained(config: ml_collections.ConfigDict, model: models.VisionTransform
     init = models.param_shapes(model, config.image_size)
     init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init)  # zero head, posemb shape
     loaded = checkpoint.load_npz(path, scan=config.model.scan)
-    return checkpoint.adapt_pretrained(loaded, init, reinit_head=config.reinit_head)
+    return checkpoint.adapt_pretrained(loaded, init, reinit_head=config.reinit_head,
+                                       grid=model.spec.grid)
 
 
 def describe_model(model: models.VisionTransformer) -> str:
@@ -223,8 +227,9 @@ def describe_model(model: models.VisionTransformer) -> str:
     Returns:
       One line for logs.
     """
-    return (f"width {model.hidden_size}, depth {model.num_layers}, {model.num_heads} heads, "
-            f"patch {model.patch_size}")
+    spec = model.spec
+    return (f"width {spec.hidden_size}, depth {spec.num_layers}, {spec.num_heads} heads, "
+            f"patch {spec.patch_size}")
 
 
 # ------------------------------------------------------------------------------ main
@@ -243,8 +248,8 @@ def main(argv: list[str]) -> None:
 
     def run() -> None:
         config = cli.load_config_flag()
-        spec = models.model_from_config(config.model, num_classes=0)
-        print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(spec)}) "
+        model = models.model_from_config(config.model, 0, config.image_size)
+        print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(model)}) "
               f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "
               f"{jax.device_count()} {jax.default_backend()} device(s); workdir "
               f"{FLAGS.workdir}", flush=True)

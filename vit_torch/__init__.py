@@ -1,8 +1,9 @@
 """vit_torch: a PyTorch reference twin of the `vit_jax` Vision Transformer.
 
-Same function as `vit_jax.models.VisionTransformer`, with timm parameter names
-(`vit_torch.model`); a bit-exact converter between the official `.npz` layout, timm state
-dicts and Hugging Face checkpoints (`vit_torch.convert`: the key map; `vit_torch.hf`: HF
-configs; `vit_torch.files`: the files); the command line `python -m vit_torch IN OUT`.
-Never imports jax or flax. Import each name from the module that defines it.
+Same function as `vit_jax.models.VisionTransformer`, built from the same
+`vit_core.spec.ViTSpec`, with timm parameter names (`vit_torch.model`); tensors ⇄ the
+official `.npz` layout through the core's key maps (`vit_torch.convert`); `.pt`,
+`.safetensors` and Hugging Face directories (`vit_torch.files`); the command line
+`python -m vit_torch IN OUT`. Never imports jax, flax or vit_jax. Import each name from the
+module that defines it.
 """

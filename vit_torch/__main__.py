@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vit_core.errors import UserError
+from vit_core.errors import run_cli
 from vit_torch.files import convert_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses the flags, converts, and returns the exit code (2 with one `error:` line)."""
+    """Parses the flags and converts; a `UserError` is one `error:` line and exit code 2."""
     parser = argparse.ArgumentParser(
         prog="python -m vit_torch",
         description="Convert ViT weights between the official .npz layout\n"
@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--gelu", choices=("tanh", "exact"), help="the GELU the weights were made with, "
-        "written to a HF config (default: tanh, as the official code; or the HF source's)",
+        "written to the spec file beside the output (NAME.spec.json) or a HF config "
+        "(default: the source's spec or HF config; else tanh, as the official code; timm's "
+        "ViTs use exact)",
     )
     parser.add_argument(
         "--labels", metavar="FILE", help="class names, one per line: read for a HF "
@@ -54,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     gelu = None if args.gelu is None else args.gelu == "tanh"
     try:
-        notes = convert_file(args.src, args.dst, variant=args.variant, gelu_approximate=gelu,
-                             labels_path=args.labels, no_embed_class=args.no_embed_class)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        notes = run_cli(lambda: convert_file(
+            args.src, args.dst, variant=args.variant, gelu_approximate=gelu,
+            labels_path=args.labels, no_embed_class=args.no_embed_class))
+    except SystemExit as e:  # run_cli printed the one `error:` line; callers get the code
+        return int(e.code)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.dst}")

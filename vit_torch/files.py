@@ -21,22 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from vit_core import hf_config, layouts
 from vit_core.errors import CheckpointError, ConfigError
-from vit_core.npz import atomic_write, read_npz, write_npz
+from vit_core.files import read_official, write_official, write_spec
+from vit_core.npz import atomic_write
+from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec
 from vit_core.variants import decode_variant
-from vit_torch import hf
-from vit_torch.convert import (
-    check_variant,
-    hf_dims,
-    hf_to_npz,
-    npz_dims,
-    npz_to_hf,
-    npz_to_state_dict,
-    state_dict_to_npz,
-    timm_to_state_dict,
-    torch_dims,
-)
-from vit_torch.model import LAYER_NORM_EPS
+from vit_torch.convert import check_variant, to_numpy, to_torch
 
 NPZ, TORCH, HF = "npz", "state dict", "Hugging Face directory"
 TORCH_EXTS = (".pt", ".pth", ".safetensors")
@@ -105,7 +96,8 @@ def write_state_dict(path: str | os.PathLike, sd: Mapping[str, torch.Tensor]) ->
 
 
 # ------------------------------------------------------------- Hugging Face directories
-def read_hf(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], hf.HfOptions]:
+def read_hf(directory: str | os.PathLike
+            ) -> tuple[dict[str, np.ndarray], ViTSpec, list[str] | None]:
     """Reads a HF `ViTModel`/`ViTForImageClassification` directory as npz arrays.
 
     Args:
@@ -113,7 +105,7 @@ def read_hf(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], hf.HfO
         `pytorch_model.bin`), as `save_pretrained` writes them.
 
     Returns:
-      (arrays in the official layout, the config's options).
+      (arrays in the official layout, their spec, the class names or None).
 
     Raises:
       CheckpointError: missing or unreadable files, a config that is not a ViT or does not
@@ -124,14 +116,13 @@ def read_hf(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], hf.HfO
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{directory} is not a Hugging Face checkpoint: no config.json.")
     try:
-        with open(config_path) as f:
+        with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
-    options = hf.read_config(config)
-    sd = _read_hf_weights(directory)
-    hf.check_config(config, hf_dims(_shapes(sd), options.num_heads))
-    return hf_to_npz(sd, num_heads=options.num_heads), options
+    sd = to_numpy(_read_hf_weights(directory))
+    spec = hf_config.spec_from_hf(config, sd)
+    return layouts.hf_to_official(sd, spec), spec, hf_config.labels_of(config)
 
 
 def _read_hf_weights(directory: str) -> dict[str, torch.Tensor]:
@@ -148,19 +139,21 @@ def _read_hf_weights(directory: str) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{directory} has a config.json but no {HF_WEIGHTS}.")
 
 
-def write_hf(directory: str | os.PathLike, flat: Mapping[str, np.ndarray], *,
-             gelu_approximate: bool = True, labels: Sequence[str] | None = None) -> None:
+def write_hf(directory: str | os.PathLike, flat: Mapping[str, np.ndarray], spec: ViTSpec, *,
+             labels: Sequence[str] | None = None) -> None:
     """Writes npz arrays as a HF checkpoint directory (`config.json`, `model.safetensors`).
 
     Args:
       directory: created if missing; files in it are replaced.
       flat: arrays in the official layout.
-      gelu_approximate: the activation the weights were made with.
+      spec: their spec (GELU form and LayerNorm epsilon go into the config).
       labels: class names for `id2label`, or None.
+
+    Raises:
+      CheckpointError: a model HF cannot hold (before anything is written).
     """
-    dims = npz_dims(_shapes(flat))
-    config = hf.make_config(dims, gelu_approximate=gelu_approximate, labels=labels)
-    data = save(npz_to_hf(flat), metadata={"format": "pt"})  # what save_pretrained writes
+    config = hf_config.make_config(spec, labels=labels)
+    data = save(to_torch(layouts.official_to_hf(flat, spec)), metadata={"format": "pt"})
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     atomic_write(os.path.join(directory, HF_WEIGHTS), lambda f: f.write(data))
     atomic_write(os.path.join(directory, "config.json"), lambda f: f.write(text.encode()))
@@ -181,18 +174,23 @@ def convert_file(
 ) -> list[str]:
     """Converts a checkpoint between any two kinds of `path_kind`, through the npz layout.
 
+    What the npz cannot store (the LayerNorm epsilon, the GELU form) travels in the spec
+    file written beside an `.npz` or `.pt`/`.safetensors` destination (`vit_core.files`)
+    and in a HF destination's config.json. Everything is checked before anything is
+    written: a model the destination cannot hold is refused with one line.
+
     Args:
       src, dst: paths; their kinds give the direction.
       variant: the head count of a state dict (which does not store it; required then);
         for the other kinds, a check of the checkpoint's sizes.
-      gelu_approximate: the activation, written to a HF config (default: the source
-        HF config's, else tanh as the official weights). Must agree with a HF source.
+      gelu_approximate: the activation (default: the source's: a HF config's, a spec
+        file's, else tanh as the official weights; timm's exact GELU must be said).
       labels_path: class names, one per line: read for a HF destination's `id2label`,
         written from a HF source's.
       no_embed_class: a timm state dict of a `no_embed_class=True` model.
 
     Returns:
-      Notes for the user (options the npz layout cannot store).
+      Notes for the user.
 
     Raises:
       UserError kinds: anything about the files or options the user can fix.
@@ -201,46 +199,51 @@ def convert_file(
     src_kind, dst_kind = path_kind(src), path_kind(dst)
     if src_kind == dst_kind and src_kind != TORCH:
         raise ConfigError(f"{src} and {dst} are both a {src_kind}; nothing to convert.")
-    if HF not in (src_kind, dst_kind) and (labels_path is not None
-                                           or gelu_approximate is not None):
-        raise ConfigError("--labels and --gelu go with a Hugging Face checkpoint on one side "
-                          "(the other formats do not store them).")
+    if HF not in (src_kind, dst_kind) and labels_path is not None:
+        raise ConfigError("--labels goes with a Hugging Face checkpoint on one side "
+                          "(the other formats do not store class names).")
     if no_embed_class and src_kind != TORCH:
         raise ConfigError("--no-embed-class is about a timm state dict; the source is not one.")
     notes: list[str] = []
     labels = None
     if src_kind == NPZ:
-        flat = read_npz(src)
+        flat, spec = read_official(src)
     elif src_kind == TORCH:
         if variant is None:
             raise ConfigError("Reading a state dict needs --variant (e.g. B/16) for the head "
                               "count, which a state dict does not store.")
-        sd = timm_to_state_dict(read_state_dict(src), no_embed_class=no_embed_class)
-        check_variant(torch_dims(_shapes(sd), None), variant)
-        flat = state_dict_to_npz(sd, num_heads=decode_variant(variant).num_heads)
+        arrays = to_numpy(read_state_dict(src))
+        # The sizes first (with a head count that fits any width), then the variant's heads.
+        spec = layouts.spec_from_timm(arrays, num_heads=1, no_embed_class=no_embed_class,
+                                      gelu_approximate=gelu_approximate is not False)
+        check_variant(spec, variant, heads_stored=False)
+        spec = spec.replace(num_heads=decode_variant(variant).num_heads)
+        flat = layouts.timm_to_official(arrays, spec, no_embed_class=no_embed_class)
     else:
-        flat, options = read_hf(src)
-        if gelu_approximate is not None and gelu_approximate != options.gelu_approximate:
+        flat, spec, labels = read_hf(src)
+        if gelu_approximate is not None and gelu_approximate != spec.gelu_approximate:
             raise ConfigError(f"--gelu disagrees with {src}/config.json's hidden_act.")
-        gelu_approximate, labels = options.gelu_approximate, options.labels
-        if not options.gelu_approximate:
-            notes.append("the model uses the exact (erf) GELU: build vit_jax/vit_torch models "
-                         "with gelu_approximate=False to compute the same function.")
-        if options.layer_norm_eps != LAYER_NORM_EPS:
-            notes.append(f"the model's layer_norm_eps is {options.layer_norm_eps:g}; vit_jax and "
-                         f"vit_torch use {LAYER_NORM_EPS:g} (outputs differ slightly).")
+    if gelu_approximate is not None:
+        spec = spec.replace(gelu_approximate=gelu_approximate)
     if variant is not None and src_kind != TORCH:
-        check_variant(npz_dims(_shapes(flat)), variant)
+        check_variant(spec, variant)
+    if not spec.gelu_approximate:
+        notes.append("the model uses the exact (erf) GELU (gelu_approximate=False, kept in "
+                     "the spec written beside it).")
+    if spec.layer_norm_eps != DEFAULT_LAYER_NORM_EPS:
+        notes.append(f"the model's layer_norm_eps is {spec.layer_norm_eps:g} (kept in the spec "
+                     "written beside it).")
 
     if dst_kind == NPZ:
-        write_npz(dst, flat)
+        write_official(dst, flat, spec)
     elif dst_kind == TORCH:
-        write_state_dict(dst, npz_to_state_dict(flat))
+        write_state_dict(dst, to_torch(layouts.official_to_timm(flat, spec)))
+        write_spec(dst, spec)
     else:
         if labels_path is not None:
             labels = _read_labels(labels_path)
-        write_hf(dst, flat, gelu_approximate=gelu_approximate is not False, labels=labels)
-        if "head/kernel" not in flat and "pre_logits/kernel" not in flat:
+        write_hf(dst, flat, spec, labels=labels)
+        if not spec.num_classes and spec.representation_size is None:
             notes.append("no head and no pre-logits layer: load it with "
                          "ViTModel.from_pretrained(DIR, add_pooling_layer=False).")
     if src_kind == HF and labels_path is not None:

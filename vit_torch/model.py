@@ -1,11 +1,12 @@
 """The Vision Transformer in PyTorch: a reference twin of `vit_jax.models`.
 
-Computes exactly the function of the Flax model (same options, same defaults, tanh GELU,
-LayerNorm eps 1e-6, "gap" pooling after the final norm), with timm's parameter names
-(`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`, ...; the MAP head
+Computes exactly the function of the Flax model, built from the same `vit_core.spec.ViTSpec`
+(GELU form, LayerNorm epsilon, registers, "gap" pooling after the final norm, ...), with
+timm's parameter names (`patch_embed.proj`, `cls_token`, `reg_token`, `pos_embed`,
+`blocks.{i}.attn.qkv`, ...; the MAP head
 as timm's `AttentionPoolLatent`: `attn_pool.latent`, `attn_pool.q`, `attn_pool.kv`,
 `attn_pool.proj`, `attn_pool.norm`, `attn_pool.mlp.fc1/fc2`), so timm users can read its
-state dicts. `vit_torch.convert` maps them onto the official `.npz` layout.
+state dicts. The parameter table `vit_core.params` maps them onto the official `.npz` layout.
 No jax or flax import, directly or indirectly: the variant table and the sincos2d
 position embedding (`vit_core.posemb`) are numpy-only.
 
@@ -23,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_core.errors import ConfigError
 from vit_core.posemb import sincos_2d
-from vit_core.variants import decode_variant
+from vit_core.spec import ViTSpec
 
-LAYER_NORM_EPS = 1e-6
 # Std of a standard normal truncated to [-2, 2]; flax's truncated lecun_normal divides by it
 # so that the *truncated* samples have variance 1/fan_in.
 _TRUNC_STD = 0.87962566103423978
@@ -112,14 +111,15 @@ class AttentionPool(nn.Module):
     returns the latent's token. No dropout, as big_vision's `MAPHead`.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, gelu_approximate: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, gelu_approximate: bool,
+                 eps: float) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.latent = nn.Parameter(torch.zeros(1, 1, dim))
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim, 0.0, gelu_approximate)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -148,13 +148,13 @@ class Block(nn.Module):
 
     def __init__(
         self, dim: int, num_heads: int, mlp_dim: int, dropout_rate: float,
-        attention_dropout_rate: float, drop_path: float, gelu_approximate: bool,
+        attention_dropout_rate: float, drop_path: float, gelu_approximate: bool, eps: float,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, attention_dropout_rate)
         self.drop = nn.Dropout(dropout_rate)  # after attention, as the Flax block
-        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim, dropout_rate, gelu_approximate)
         self.drop_path = drop_path
 
@@ -177,78 +177,65 @@ class PreLogits(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """ViT: patches → tokens (+ class token, + position) → encoder → pool → head.
+    """ViT: patches → tokens (+ class token, registers, position) → encoder → pool → head.
 
-    The options mean what they mean in `vit_jax.models.VisionTransformer` (see there);
-    `img_size` (int or (H, W)) sizes the learned position embedding (a "sincos2d" model
-    takes any image size: its table is made for each input's patch grid). Parameters follow timm's
-    names; `init_weights` follows the official Flax initialisers.
+    Built from a `vit_core.spec.ViTSpec` (the architecture: sizes, image size, head,
+    classifier, posemb, registers, LayerNorm epsilon, GELU form), whose fields mean what
+    they mean in `vit_jax.models.VisionTransformer`; the keywords are how a run trains.
+    A "sincos2d" model takes any image size: its table is made for each input's patch grid.
+    Parameters follow timm's names; `init_weights` follows the official Flax initialisers.
     """
 
     def __init__(
         self,
+        spec: ViTSpec,
         *,
-        num_classes: int,
-        patch_size: int,
-        hidden_size: int,
-        num_layers: int,
-        num_heads: int,
-        mlp_dim: int,
-        classifier: str = "token",
-        posemb: str = "learn",
-        representation_size: int | None = None,
         dropout_rate: float = 0.0,
         attention_dropout_rate: float = 0.0,
         stochastic_depth: float = 0.0,
-        gelu_approximate: bool = True,
         head_bias_init: float = 0.0,
-        img_size: int | tuple[int, int] = 224,
     ) -> None:
         super().__init__()
-        if classifier not in ("token", "gap", "map"):
-            raise ConfigError(f"classifier must be 'token', 'gap' or 'map', got {classifier!r}.")
-        if posemb not in ("learn", "sincos2d"):
-            raise ConfigError(f"posemb must be 'learn' or 'sincos2d', got {posemb!r}.")
-        if posemb == "sincos2d" and (hidden_size % 4 or hidden_size < 8):
-            raise ConfigError(f"posemb='sincos2d' needs a hidden_size that is a multiple of 4 "
-                              f"(and ≥ 8), got {hidden_size}; use posemb='learn'.")
-        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        if h % patch_size or w % patch_size:
-            raise ValueError(f"img_size {h}x{w} is not divisible by the patch size {patch_size}.")
-        self.num_classes, self.classifier = num_classes, classifier
-        self.patch_size, self.hidden_size, self.num_heads = patch_size, hidden_size, num_heads
+        spec.validate()
+        self.spec = spec
+        self.num_classes, self.classifier = spec.num_classes, spec.classifier
+        self.patch_size, self.hidden_size = spec.patch_size, spec.hidden_size
+        self.num_heads = spec.num_heads
         self.head_bias_init = head_bias_init
-        self.grid_size = (h // patch_size, w // patch_size)
-        self.num_prefix_tokens = 1 if classifier == "token" else 0
-        num_tokens = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+        self.grid_size = spec.grid
+        self.num_prefix_tokens = spec.num_prefix_tokens
+        d, eps = spec.hidden_size, spec.layer_norm_eps
 
-        self.patch_embed = PatchEmbed(patch_size, hidden_size)
-        self.cls_token = (
-            nn.Parameter(torch.zeros(1, 1, hidden_size)) if classifier == "token" else None
+        self.patch_embed = PatchEmbed(spec.patch_size, d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if spec.has_class_token else None
+        self.reg_token = (
+            nn.Parameter(torch.zeros(1, spec.num_registers, d)) if spec.num_registers else None
         )
         # sincos2d: no parameter (`pos_embed` None), the fixed table is added in `_encode`.
         self.pos_embed = (
-            nn.Parameter(torch.zeros(1, num_tokens, hidden_size)) if posemb == "learn" else None
+            nn.Parameter(torch.zeros(1, spec.num_prefix_tokens + spec.num_patches, d))
+            if spec.posemb == "learn" else None
         )
         self.pos_drop = nn.Dropout(dropout_rate)
         # Stochastic depth grows linearly with depth (as np.linspace(0, rate, L) in Flax).
-        rates = [stochastic_depth * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        layers = spec.num_layers
+        rates = [stochastic_depth * i / max(layers - 1, 1) for i in range(layers)]
         self.blocks = nn.ModuleList(
-            Block(hidden_size, num_heads, mlp_dim, dropout_rate, attention_dropout_rate,
-                  rates[i], gelu_approximate)
-            for i in range(num_layers)
+            Block(d, spec.num_heads, spec.mlp_dim, dropout_rate, attention_dropout_rate,
+                  rates[i], spec.gelu_approximate, eps)
+            for i in range(layers)
         )
-        self.norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
+        self.norm = nn.LayerNorm(d, eps=eps)
         self.attn_pool = (
-            AttentionPool(hidden_size, num_heads, mlp_dim, gelu_approximate)
-            if classifier == "map" else None
+            AttentionPool(d, spec.num_heads, spec.mlp_dim, spec.gelu_approximate, eps)
+            if spec.classifier == "map" else None
         )
-        width = hidden_size if representation_size is None else representation_size
         self.pre_logits = (
-            nn.Identity() if representation_size is None
-            else PreLogits(hidden_size, representation_size)
+            nn.Identity() if spec.representation_size is None
+            else PreLogits(d, spec.representation_size)
         )
-        self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+        self.head = (nn.Linear(spec.pooled_width, spec.num_classes) if spec.num_classes
+                     else nn.Identity())
         self.init_weights()
 
     @torch.no_grad()
@@ -260,6 +247,8 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(proj.bias)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
+        if self.reg_token is not None:  # as the Flax model: normal(0.02), like posembs
+            nn.init.normal_(self.reg_token, std=0.02)
         if self.pos_embed is not None:
             nn.init.normal_(self.pos_embed, std=0.02)
         for blk in self.blocks:
@@ -325,8 +314,9 @@ class VisionTransformer(nn.Module):
         self._check_images(x)
         images = x
         x = self.patch_embed(x)  # (B, N, D)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token)
+                  if t is not None]
+        x = torch.cat([*prefix, x], dim=1)  # (B, prefix + N, D): class token, registers
         if features is not None:
             features["embedded"] = x  # before the position embedding, as Flax's `embedded`
         if self.pos_embed is not None:
@@ -359,9 +349,11 @@ class VisionTransformer(nn.Module):
         "gap" averages tokens that have already gone through the final norm (the official
         code); timm's avg-pool ViTs instead pool first and norm after (`fc_norm`).
         """
-        if self.attn_pool is not None:
-            return self.attn_pool(x)  # (B, D)
-        return x[:, 0] if self.classifier == "token" else x.mean(dim=1)  # (B, D)
+        if self.attn_pool is not None:  # over the patch tokens (timm: pool_include_prefix=False)
+            return self.attn_pool(x[:, self.num_prefix_tokens:])  # (B, D)
+        if self.classifier == "token":
+            return x[:, 0]  # (B, D)
+        return x[:, self.num_prefix_tokens:].mean(dim=1)  # (B, D): the patches, no registers
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Args: x: (B, N, D) normed tokens; pre_logits: stop before the head.
@@ -397,7 +389,7 @@ class VisionTransformer(nn.Module):
 
 
 def create_model(
-    variant: str, *, num_classes: int, img_size: int = 224, **overrides: Any
+    variant: str, *, num_classes: int, img_size: int | tuple[int, int] = 224, **overrides: Any
 ) -> VisionTransformer:
     """Builds the PyTorch ViT for a named variant.
 
@@ -405,20 +397,20 @@ def create_model(
       variant: a name from `vit_core.variants.VARIANTS`, e.g. "B/16" or "testing".
       num_classes: size of the classification head (0 for no head).
       img_size: image side (or (H, W)) the position embedding is sized for.
-      **overrides: any other `VisionTransformer` option (classifier, gelu_approximate, ...),
-        including the variant's own sizes (e.g. patch_size=8).
+      **overrides: a `ViTSpec` field (classifier, gelu_approximate, num_registers, the
+        variant's own sizes such as patch_size=8, ...) or a keyword of `VisionTransformer`
+        (dropout_rate, ...).
 
     Returns:
       The freshly initialised `VisionTransformer`.
     """
-    spec = decode_variant(variant)
-    kwargs: dict[str, Any] = dict(
-        patch_size=spec.patch_size, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim,
-    )
-    known = set(inspect.signature(VisionTransformer.__init__).parameters) - {"self"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"Unknown VisionTransformer option(s) {unknown}; known: {sorted(known)}.")
-    kwargs.update(overrides)
-    return VisionTransformer(num_classes=num_classes, img_size=img_size, **kwargs)
+    run = {k: overrides.pop(k) for k in list(overrides) if k in RUN_KEYWORDS}
+    spec = ViTSpec.from_variant(variant, num_classes=num_classes, image_size=img_size,
+                                **overrides)
+    return VisionTransformer(spec, **run)
+
+
+RUN_KEYWORDS = frozenset(
+    k for k in inspect.signature(VisionTransformer.__init__).parameters if k not in
+    ("self", "spec")
+)

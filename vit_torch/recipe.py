@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_core.errors import ConfigError
-from vit_torch import convert
+from vit_core.params import param_table
 from vit_torch.model import VisionTransformer
 
 ADAM_EPS = 1e-8  # optax.adamw's and torch's default; the configs have no field for it
@@ -141,9 +141,8 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, mix: Mix, num_classes:
 def decayed_parameters(model: VisionTransformer) -> set[str]:
     """Names of the parameters that weight decay applies to: those whose npz keys are
     kernels, the rule of `vit_jax.optim.decays` (through the converter's name map)."""
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    pairs = convert.key_map(convert.torch_dims(shapes, model.num_heads))
-    return {p.torch_key for p in pairs if all(k.endswith("kernel") for k in p.npz_keys)}
+    return {p.timm_key for p in param_table(model.spec)
+            if all(k.endswith("kernel") for k in p.npz_keys)}
 
 
 def clip_by_global_norm_(params: list[torch.nn.Parameter], max_norm: float) -> float:
