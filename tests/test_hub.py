@@ -7,6 +7,7 @@ pointing there (huggingface_hub reads its environment once, at import).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -111,3 +112,151 @@ def test_parse_name_with_revision():
         "google/vit-base-patch16-224", "main")
     assert hub.parse_name("hf-hub:timm/vit_small_patch16_224.augreg_in21k_ft_in1k") == (
         "timm/vit_small_patch16_224.augreg_in21k_ft_in1k", None)
+
+
+# ------------------------------------------------------------------ conversion to npz
+RESOLVE = ("import json, sys; from vit_core.errors import run_cli; "
+           "from vit_jax import pretrained; "
+           "print(json.dumps(run_cli(lambda: pretrained.resolve(sys.argv[1]))))")
+
+
+def _testing_weights():
+    import numpy as np
+
+    from vit_core.params import official_shapes
+    from vit_core.spec import ViTSpec
+
+    spec = ViTSpec.from_variant("testing", num_classes=5, image_size=16)
+    rng = np.random.default_rng(0)
+    return spec, {k: rng.normal(size=shape).astype(np.float32)
+                  for k, shape in official_shapes(spec).items()}
+
+
+def _safetensors(sd) -> bytes:
+    from safetensors.numpy import save
+
+    return save(dict(sd))
+
+
+def _resolve(name: str, hf_home: Path, cache: Path) -> tuple[str, dict]:
+    result = run_python(RESOLVE.replace("sys.argv[1]", repr(name)), hf_home,
+                        HF_HUB_OFFLINE="1", VIT_JAX_CACHE=str(cache))
+    assert result.returncode == 0, result.stderr
+    path, options = json.loads(result.stdout)
+    return path, options
+
+
+def _assert_same_arrays(got, want):
+    import numpy as np
+
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_a_timm_repo_converts_from_the_cache_with_its_config(tmp_path):
+    from vit_core.files import read_official
+    from vit_core.layouts import official_to_timm
+
+    spec, flat = _testing_weights()
+    config = {  # what timm's save_for_hf writes (architecture name, model_args, input size)
+        "architecture": "vit_tiny_patch16_224", "num_classes": 5, "num_features": 32,
+        "global_pool": "token",
+        "model_args": {"img_size": [16, 16], "patch_size": 4, "embed_dim": 32, "depth": 2,
+                       "num_heads": 4, "mlp_ratio": 2, "num_classes": 5},
+        "pretrained_cfg": {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3}}
+    fill_hub_cache(tmp_path / "hf", "timm/vit_testing", {
+        "config.json": json.dumps(config).encode(),
+        "model.safetensors": _safetensors(official_to_timm(flat, spec))})
+    path, options = _resolve("hf-hub:timm/vit_testing", tmp_path / "hf", tmp_path / "cache")
+    assert path == str(tmp_path / "cache" / "hf-hub" / "timm" / "vit_testing" / f"{COMMIT}.npz")
+    # timm's ViTs compute the exact GELU: the options say so, the spec beside the file too.
+    assert options == {"variant": "testing", "classifier": "token", "representation_size": None,
+                       "gelu_approximate": False}
+    got, got_spec = read_official(path)
+    _assert_same_arrays(got, flat)  # bit-exact
+    assert got_spec.replace(variant=spec.variant) == spec.replace(gelu_approximate=False)
+
+
+def test_a_transformers_repo_converts_from_the_cache_with_its_config(tmp_path):
+    from vit_core.files import read_official
+    from vit_core.hf_config import make_config
+    from vit_core.layouts import official_to_hf
+
+    spec, flat = _testing_weights()
+    spec = spec.replace(layer_norm_eps=1e-12, gelu_approximate=False)  # as HF's ViT configs
+    config = make_config(spec, labels=["a", "b", "c", "d", "e"])
+    fill_hub_cache(tmp_path / "hf", "google/vit-testing", {
+        "config.json": json.dumps(config).encode(),
+        "model.safetensors": _safetensors(official_to_hf(flat, spec))})
+    path, options = _resolve("hf-hub:google/vit-testing", tmp_path / "hf", tmp_path / "cache")
+    assert options == {"variant": "testing", "classifier": "token", "representation_size": None,
+                       "layer_norm_eps": 1e-12, "gelu_approximate": False}
+    got, got_spec = read_official(path)
+    _assert_same_arrays(got, flat)
+    assert got_spec.replace(variant=spec.variant) == spec
+    # The second use reads the converted file: it works with the Hub's weights gone.
+    snapshot = tmp_path / "hf" / "hub" / "models--google--vit-testing" / "snapshots" / COMMIT
+    (snapshot / "model.safetensors").write_bytes(b"not safetensors any more")
+    assert _resolve("hf-hub:google/vit-testing", tmp_path / "hf", tmp_path / "cache")[0] == path
+
+
+@pytest.mark.parametrize("config, weights, message", [
+    ({"model_type": "bert"}, None, "its config.json is neither transformers' ViT"),
+    ({"architecture": "deit_tiny_patch16_224"}, None,
+     "timm architecture 'deit_tiny_patch16_224' does not say its number of attention heads"),
+    ({"model_type": "vit"}, b"\x00" * 16, "is not a readable safetensors file"),
+    (None, None, "its config.json cannot be read"),
+])
+def test_repos_that_do_not_convert_are_one_line(tmp_path, config, weights, message):
+    from vit_core.layouts import official_to_timm
+
+    spec, flat = _testing_weights()
+    fill_hub_cache(tmp_path / "hf", "someone/not-a-vit", {
+        "config.json": b"{" if config is None else json.dumps(config).encode(),
+        "model.safetensors": weights or _safetensors(official_to_timm(flat, spec))})
+    result = run_python(RESOLVE.replace("sys.argv[1]", "'hf-hub:someone/not-a-vit'"),
+                        tmp_path / "hf", HF_HUB_OFFLINE="1", VIT_JAX_CACHE=str(tmp_path / "c"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+@pytest.mark.slow
+def test_real_timm_and_transformers_repos_give_their_own_logits_in_vit_jax(tmp_path):
+    """Repos written by timm's save_for_hf and transformers' save_pretrained (what the Hub
+    holds), resolved offline, loaded in vit_jax: the same logits as the torch models."""
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    transformers = pytest.importorskip("transformers")
+    from vit_jax import evaluate
+
+    torch.manual_seed(0)
+    timm_model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+        depth=2, num_heads=4, mlp_ratio=2, num_classes=5).eval()
+    hf_model = transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=32, patch_size=8, num_labels=5)).eval()
+    with torch.no_grad():  # weights of order 1: the GELU form and the epsilon show
+        for p in [*timm_model.parameters(), *hf_model.parameters()]:
+            p.normal_(0.0, 0.5)
+    timm.models.save_for_hf(timm_model, tmp_path / "timm_repo", safe_serialization=True)
+    hf_model.save_pretrained(tmp_path / "hf_repo")  # safetensors
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # (B, 3, H, W)
+    for repo, folder, model in (("timm/vit_real", "timm_repo", timm_model),
+                                ("google/vit-real", "hf_repo", hf_model)):
+        fill_hub_cache(tmp_path / "hf", repo, {
+            name: (tmp_path / folder / name).read_bytes()
+            for name in ("config.json", "model.safetensors")})
+        path, _ = _resolve(f"hf-hub:{repo}", tmp_path / "hf", tmp_path / "cache")
+        with torch.no_grad():
+            out = model(nchw)
+        want = (out.logits if hasattr(out, "logits") else out).numpy()  # (B, 5)
+        got = evaluate.predict_logits(evaluate.load_model(path), images)  # (B, 5)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=repo)
+        # The check can fail: the same weights with the tanh GELU are off by much more.
+        tanh = evaluate.predict_logits(evaluate.load_model(path, gelu_approximate=True), images)
+        assert np.abs(tanh - want).max() > 100 * np.abs(got - want).max(), repo

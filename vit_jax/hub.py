@@ -1,4 +1,4 @@
-"""Hugging Face Hub repos by name: `hf-hub:ORG/REPO[@REVISION]` → local files.
+"""Hugging Face Hub repos by name: `hf-hub:ORG/REPO[@REVISION]` → an official `.npz`.
 
 Two kinds of ViT repos hold the same weights in a torch layout:
   * timm's (`hf-hub:timm/vit_small_patch16_224.augreg_in21k_ft_in1k`): a timm state dict
@@ -13,15 +13,29 @@ means the same here), nothing re-written. Only `model.safetensors` is read (with
 added: before asking the Hub, one short TCP connect to its endpoint, because without
 network `hf_hub_download` retries for ~25 s with a warning per try; unreachable, the
 local cache is used if it holds the files, else one `DownloadError` line says what to do.
+
+`resolve` converts the weights with `vit_core`'s numpy converters (`hf_to_official`,
+`timm_to_official`; the spec from the file's own config: sizes, image size, heads,
+LayerNorm epsilon, GELU form) into `$VIT_JAX_CACHE/hf-hub/ORG/REPO/COMMIT.npz` with its
+`COMMIT.spec.json` beside it (`vit_core.files`), once per snapshot.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import urllib.parse
+from collections.abc import Mapping
+from typing import Any
 
 from vit_core.errors import CheckpointError, DownloadError
+from vit_core.files import read_spec, write_official
+from vit_core.hf_config import spec_from_hf
+from vit_core.layouts import hf_to_official, spec_from_timm, timm_to_official
+from vit_core.spec import ViTSpec
+from vit_core.variants import WIDTHS
 from vit_jax import download
 
 PREFIX = "hf-hub:"
@@ -122,3 +136,106 @@ def fetch(name: str) -> tuple[str, str, str]:
     config_path, weights_path = paths
     commit = os.path.basename(os.path.dirname(weights_path))
     return config_path, weights_path, commit
+
+
+# ------------------------------------------------------------------ conversion to npz
+_TIMM_FAMILIES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
+_TIMM_ARCH = re.compile(r"^vit_(tiny|small|base|large|huge)_patch\d+")
+
+
+def _timm_num_heads(config: Mapping[str, Any], name: str) -> int:
+    """K for a timm ViT: its `model_args`, else the family in its architecture name."""
+    heads = (config.get("model_args") or {}).get("num_heads")
+    if isinstance(heads, int) and heads > 0:
+        return heads
+    match = _TIMM_ARCH.match(str(config.get("architecture", "")))
+    if not match:
+        raise CheckpointError(
+            f"{name}: timm architecture {config.get('architecture')!r} does not say its number "
+            "of attention heads (only vit_{tiny,small,base,large,huge}_patch* do by name).")
+    return WIDTHS[_TIMM_FAMILIES[match.group(1)]].num_heads
+
+
+def _timm_image_size(config: Mapping[str, Any]) -> tuple[int, int] | None:
+    size = (config.get("pretrained_cfg") or {}).get("input_size")
+    if isinstance(size, list | tuple) and len(size) == 3 and all(
+            isinstance(s, int) and 0 < s <= 1 << 16 for s in size):
+        return (size[1], size[2])
+    return None
+
+
+def convert(name: str, config_path: str, weights_path: str) -> tuple[dict[str, Any], ViTSpec]:
+    """A Hub repo's files → official-layout arrays and their spec (numpy only).
+
+    Args:
+      name: the hf-hub name (for messages).
+      config_path: its `config.json` (timm's or transformers').
+      weights_path: its `model.safetensors`.
+
+    Returns:
+      (flat official arrays, spec): the spec read off the weights and the config (image
+      size, LayerNorm epsilon, GELU form).
+
+    Raises:
+      CheckpointError: a config that is not JSON or not a ViT's, or weights the official
+        layout cannot hold (named by the converter).
+    """
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{name}: its config.json cannot be read: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{name}: its config.json is not a JSON object.")
+    sd = read_safetensors(weights_path)
+    if config.get("model_type") == "vit":  # transformers' ViTModel / ViTForImageClassification
+        spec = spec_from_hf(config, sd)
+        return hf_to_official(sd, spec), spec
+    if "architecture" in config:  # timm's config.json
+        no_embed_class = bool((config.get("model_args") or {}).get("no_embed_class", False))
+        spec = spec_from_timm(sd, num_heads=_timm_num_heads(config, name),
+                              no_embed_class=no_embed_class, image_size=_timm_image_size(config))
+        return timm_to_official(sd, spec, no_embed_class=no_embed_class), spec
+    raise CheckpointError(
+        f"{name}: its config.json is neither transformers' ViT (model_type 'vit') nor timm's "
+        "(an 'architecture' field).")
+
+
+def resolve(name: str) -> tuple[str, ViTSpec]:
+    """An hf-hub name → the converted official `.npz` (with its spec beside it) and the spec.
+
+    The conversion is kept in the vit_jax cache under the snapshot's commit
+    (`$VIT_JAX_CACHE/hf-hub/ORG/REPO/COMMIT.npz`), so it runs once per revision.
+
+    Args:
+      name: "hf-hub:ORG/REPO[@REVISION]".
+
+    Returns:
+      (path of the `.npz`, its spec).
+
+    Raises:
+      CheckpointError / DownloadError: as `fetch` and `convert` say.
+    """
+    repo, _ = parse_name(name)
+    config_path, weights_path, commit = fetch(name)
+    out = os.path.join(download.cache_dir(), "hf-hub", *repo.split("/"), f"{commit}.npz")
+    spec = read_spec(out) if os.path.isfile(out) else None
+    if spec is None:
+        flat, spec = convert(name, config_path, weights_path)
+        write_official(out, flat, spec)  # atomic: concurrent runs at worst convert twice
+    return out, spec
+
+
+def read_safetensors(path: str) -> dict[str, Any]:
+    """A `.safetensors` file's tensors as numpy arrays (`safetensors.numpy`: no torch).
+
+    Raises:
+      CheckpointError: not a readable safetensors file, or a dtype numpy lacks (bfloat16).
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None

@@ -32,7 +32,7 @@ from vit_core.errors import CheckpointError, DownloadError
 from vit_core.files import read_official
 from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec
 from vit_core.variants import VARIANTS, WIDTHS
-from vit_jax import download
+from vit_jax import download, hub
 
 _VIT_MODELS = "https://storage.googleapis.com/vit_models/"
 _BIG_VISION = "https://storage.googleapis.com/big_vision/"
@@ -192,12 +192,13 @@ def resolve(
     its file name (`DIR/ViT-B_16.npz`), then fetched through the download cache
     (`vit_jax.download.fetch`: used from there, or downloaded into it on first use); the
     file must hold the architecture the table gives (the official files of two families
-    share a file name).
+    share a file name). An "hf-hub:" name is fetched and converted by `vit_jax.hub`.
 
     Args:
       name_or_path: `--config.init_checkpoint`: a path, or a name such as
         "vit_base_patch16_224.augreg_in21k_ft_in1k", "imagenet21k/ViT-B_16", "ViT-B_16"
-        or "i1k-s16-300ep".
+        or "i1k-s16-300ep", or a Hugging Face Hub repo "hf-hub:ORG/REPO" (fetched and
+        converted by `vit_jax.hub.resolve`).
       search_dirs: directories that hold downloaded checkpoints.
 
     Returns:
@@ -214,6 +215,9 @@ def resolve(
     given = os.fspath(name_or_path)
     if os.path.isfile(given):
         return given, model_options_of(_architecture(given))
+    if hub.is_hub_name(given):
+        path, spec = hub.resolve(given)
+        return path, model_options_of(spec)
     entry = lookup(given) or lookup(os.path.basename(given))
     if entry is None:
         raise CheckpointError(
