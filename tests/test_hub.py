@@ -260,3 +260,28 @@ def test_real_timm_and_transformers_repos_give_their_own_logits_in_vit_jax(tmp_p
         # The check can fail: the same weights with the tanh GELU are off by much more.
         tanh = evaluate.predict_logits(evaluate.load_model(path, gelu_approximate=True), images)
         assert np.abs(tanh - want).max() > 100 * np.abs(got - want).max(), repo
+
+
+@pytest.mark.slow  # importing vit_jax.train (TensorFlow) in a fresh process: 10-30 s here
+def test_init_checkpoint_takes_an_hf_hub_name_and_its_model_options(tmp_path):
+    from vit_core.hf_config import make_config
+    from vit_core.layouts import official_to_hf
+
+    spec, flat = _testing_weights()
+    spec = spec.replace(layer_norm_eps=1e-12, gelu_approximate=False)
+    fill_hub_cache(tmp_path / "hf", "google/vit-testing", {
+        "config.json": json.dumps(make_config(spec)).encode(),
+        "model.safetensors": _safetensors(official_to_hf(flat, spec))})
+    code = ("from configs import digits; from vit_jax import train; c = digits.get_config(); "
+            "c.model.variant = 'S/16'; c.init_checkpoint = 'hf-hub:google/vit-testing'; "
+            "print(train.use_init_checkpoint_options(c)); "
+            "print(c.model.variant, c.model.layer_norm_eps, c.model.gelu_approximate)")
+    result = run_python(code, tmp_path / "hf", HF_HUB_OFFLINE="1",
+                        VIT_JAX_CACHE=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[-2] == str(tmp_path / "cache" / "hf-hub" / "google" / "vit-testing" /
+                          f"{COMMIT}.npz")
+    assert out[-1] == "testing 1e-12 False"
+    assert "init_checkpoint hf-hub:google/vit-testing: model.layer_norm_eps=1e-12 " \
+           "(the config had 1e-06)" in result.stdout
