@@ -29,6 +29,7 @@ from vit_jax import (
     checkpoint,
     cli,
     dataset_info,
+    hub,
     input_pipeline,
     models,
     parallel,
@@ -61,26 +62,36 @@ def _class_names(dataset: str | None, data_dir: str | None, num_classes: int) ->
 
 
 def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = None,
-               **overrides: Any) -> LoadedModel:
-    """Loads a workdir checkpoint or an official `.npz` for inference.
+               step: int | None = None, **overrides: Any) -> LoadedModel:
+    """Loads a workdir checkpoint, an official `.npz` or a HF / timm model directory.
 
     Args:
-      path: a training workdir, or a `.npz` file.
-      dataset: tfds name for class names (workdirs know their own).
+      path: a training workdir, a `.npz` file, or a directory with `config.json` and
+        `model.safetensors` as transformers' `save_pretrained` or timm's `save_for_hf`
+        write them (converted on the fly, `vit_jax.hub.convert`).
+      dataset: tfds name for class names (workdirs know their own; a HF directory's
+        `id2label` is used when no dataset is given).
       data_dir: tfds data_dir for the metadata.
+      step: a workdir's checkpoint step (default: the newest).
       **overrides: extra `VisionTransformer` options (e.g. gelu_approximate, dtype).
 
     Returns:
       A `LoadedModel`.
 
     Raises:
-      CheckpointError: a missing or unusable checkpoint.
+      CheckpointError: a missing or unusable checkpoint, or a step that is not there.
     """
-    if os.path.isdir(path):
-        return _load_workdir(path, data_dir=data_dir, **overrides)
-    if not os.path.exists(path):
+    labels = None
+    if os.path.isdir(path) and hub.is_model_dir(path):
+        flat, spec, labels = hub.read_model_dir(path)
+    elif os.path.isdir(path):
+        return _load_workdir(path, data_dir=data_dir, step=step, **overrides)
+    elif not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
-    flat, spec = read_official(path)  # any layout it reads, with the spec file beside it
+    else:
+        flat, spec = read_official(path)  # any layout it reads, with the spec file beside it
+    if step is not None:
+        raise ConfigError(f"{path} is not a training workdir: it holds one model, no steps.")
     arch = {k: overrides.pop(k) for k in list(overrides) if k not in models.RUN_OPTIONS}
     spec = spec.replace(**arch) if arch else spec
     # A fixed sin-cos posemb fits any size: such a file does not say; the spec's is 224.
@@ -88,18 +99,19 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
     model = models.VisionTransformer(spec, **overrides)
     params = npz.unflatten(flat)
     checkpoint.check_params(params, models.param_shapes(model))
-    return LoadedModel(model, params, image_size, _class_names(dataset, data_dir, num_classes),
-                       None)
+    names = _class_names(dataset, data_dir, num_classes) if dataset else labels
+    return LoadedModel(model, params, image_size, names, None)
 
 
-def _load_workdir(workdir: str, *, data_dir: str | None, **overrides: Any) -> LoadedModel:
+def _load_workdir(workdir: str, *, data_dir: str | None, step: int | None = None,
+                  **overrides: Any) -> LoadedModel:
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
         raise CheckpointError(f"{workdir} is not a vit_jax workdir (no config.json).")
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     # Onto this process's device, whatever topology trained it (e.g. 2 processes).
-    latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"))
+    latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"), step)
     if latest is None:
         raise CheckpointError(f"{workdir} has no checkpoint yet.")
     _, params = latest

@@ -32,7 +32,7 @@ from typing import Any
 
 from vit_core.errors import CheckpointError, DownloadError
 from vit_core.files import read_spec, write_official
-from vit_core.hf_config import spec_from_hf
+from vit_core.hf_config import labels_of, spec_from_hf
 from vit_core.layouts import hf_to_official, spec_from_timm, timm_to_official
 from vit_core.spec import ViTSpec
 from vit_core.variants import WIDTHS
@@ -180,13 +180,7 @@ def convert(name: str, config_path: str, weights_path: str) -> tuple[dict[str, A
       CheckpointError: a config that is not JSON or not a ViT's, or weights the official
         layout cannot hold (named by the converter).
     """
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{name}: its config.json cannot be read: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{name}: its config.json is not a JSON object.")
+    config = _read_config(config_path, name)
     sd = read_safetensors(weights_path)
     if config.get("model_type") == "vit":  # transformers' ViTModel / ViTForImageClassification
         spec = spec_from_hf(config, sd)
@@ -199,6 +193,51 @@ def convert(name: str, config_path: str, weights_path: str) -> tuple[dict[str, A
     raise CheckpointError(
         f"{name}: its config.json is neither transformers' ViT (model_type 'vit') nor timm's "
         "(an 'architecture' field).")
+
+
+def _read_config(path: str, name: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.loads(f.read(1 << 20))  # a model's config.json is a few KB
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{name}: its config.json cannot be read: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{name}: its config.json is not a JSON object.")
+    return config
+
+
+def is_model_dir(path: str) -> bool:
+    """Whether `path` is a HF or timm model directory (its config.json says so).
+
+    A vit_jax workdir also has a config.json, but a run config's: no `model_type` (HF) or
+    `architecture` (timm) field.
+    """
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        return False
+    try:
+        config = _read_config(config_path, path)
+    except CheckpointError:
+        return False
+    return "model_type" in config or "architecture" in config
+
+
+def read_model_dir(path: str) -> tuple[dict[str, Any], ViTSpec, list[str] | None]:
+    """A HF / timm model directory → (official arrays, spec, class names or None).
+
+    Raises:
+      CheckpointError: no `model.safetensors` beside the config (a `pytorch_model.bin` is
+        a pickle: `python -m vit_torch` converts it), or what `convert` refuses.
+    """
+    weights = os.path.join(path, WEIGHTS_FILE)
+    if not os.path.isfile(weights):
+        raise CheckpointError(
+            f"{path} is a model directory without {WEIGHTS_FILE}; a pytorch_model.bin is "
+            f"converted by `python -m vit_torch {path} OUT.npz` (it is a pickle: vit_jax "
+            "does not read it).")
+    flat, spec = convert(path, os.path.join(path, CONFIG_FILE), weights)
+    config = _read_config(os.path.join(path, CONFIG_FILE), path)
+    return flat, spec, labels_of(config) if config.get("model_type") == "vit" else None
 
 
 def resolve(name: str) -> tuple[str, ViTSpec]:
