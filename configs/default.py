@@ -104,4 +104,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.max_checkpoints_to_keep = 2
     config.sync_every_steps = 10  # block on the device at least this often (CPU deadlock guard)
     config.eval_batch_size = 256
+
+    # --- Few-shot linear evaluation during training (vit_jax/fewshot.py: the paper's §4.1,
+    # big_vision's fewshot_lsr): pre-logits features, ridge regression to ±1 targets.
+    config.fewshot = ml_collections.ConfigDict()
+    config.fewshot.every_steps = 0  # 0: off; else every this many steps and at the end
+    config.fewshot.dataset = ""  # "": config.dataset
+    config.fewshot.train_split = "train"  # where the k shots per class come from
+    config.fewshot.test_split = "test"
+    config.fewshot.shots = (1, 5, 10, 25)
+    config.fewshot.seeds = 3  # mean over seeds 0 .. seeds - 1
+    config.fewshot.l2_reg = 2.0 ** 10  # big_vision's configs/common_fewshot.py
     return config

@@ -30,8 +30,8 @@ TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_python_tanh")
 DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12, "qkv_bias": True,
             "pooler_act": "tanh", "num_attention_heads": 12, "image_size": 224,
             "patch_size": 16, "num_channels": 3}
-# Beyond these a config.json is not a ViT anyone trained (and would allocate absurdly).
-MAX_SIZE = 1 << 16
+# Far above any ViT (ViT-22B has 48); a config above it is not a ViT's.
+MAX_HEADS = 4096
 
 
 def make_config(spec: ViTSpec, *, labels: Sequence[str] | None = None) -> dict[str, Any]:
@@ -89,13 +89,10 @@ def _get(config: Mapping[str, Any], field: str) -> Any:
     return config.get(field, DEFAULTS.get(field))
 
 
-def _int(config: Mapping[str, Any], field: str) -> int:
-    value = _get(config, field)
-    if isinstance(value, list | tuple) and len(set(value)) == 1:
-        value = value[0]  # [224, 224]
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_SIZE:
-        raise CheckpointError(f"config.json has {field}={value!r}; expected an integer in "
-                              f"1..{MAX_SIZE}.")
+def _same(value: Any) -> Any:
+    """[224, 224] → 224 (HF allows a pair for square sizes); anything else unchanged."""
+    if isinstance(value, list | tuple) and value and all(v == value[0] for v in value):
+        return value[0]
     return value
 
 
@@ -103,7 +100,8 @@ def labels_of(config: Mapping[str, Any]) -> list[str] | None:
     """The class names of `id2label` by index, or None for HF's placeholders."""
     id2label = config.get("id2label") or {}
     if not isinstance(id2label, Mapping):
-        raise CheckpointError("config.json's id2label is not a mapping.")
+        raise CheckpointError(f"config.json's id2label is a {type(id2label).__name__}, not an "
+                              "object {index: class name}.")
     labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
     if not labels or labels == [f"LABEL_{i}" for i in range(len(labels))]:
         return None
@@ -138,36 +136,37 @@ def spec_from_hf(config: Mapping[str, Any], weights: Mapping[str, Any]) -> ViTSp
         raise CheckpointError(f"config.json has hidden_act {act!r}; the ViT models here use "
                               f"GELU: one of {', '.join(EXACT_GELU + TANH_GELU)}.")
     eps = _get(config, "layer_norm_eps")
-    if not isinstance(eps, int | float) or not 0 < eps < 1:
-        raise CheckpointError(f"config.json has layer_norm_eps={eps!r}; expected 0 < eps < 1.")
+    if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1:
+        raise CheckpointError(f"config.json has layer_norm_eps={eps!r}; expected a small "
+                              "positive number (e.g. 1e-12).")
+    heads = _get(config, "num_attention_heads")  # the one size the weights do not show
+    if not isinstance(heads, int) or isinstance(heads, bool) or not 1 <= heads <= MAX_HEADS:
+        raise CheckpointError(f"config.json has num_attention_heads={heads!r}; expected a whole "
+                              f"number from 1 to {MAX_HEADS}.")
     got = hf_weight_shapes(weights)
-    image_size = _int(config, "image_size")
-    patch = _int(config, "patch_size")
     side = math.isqrt(got["num_patches"])
     got["image_size"] = side * got["patch_size"] if side * side == got["num_patches"] else None
-    fields = {"hidden_size": _int(config, "hidden_size"),
-              "num_hidden_layers": _int(config, "num_hidden_layers"),
-              "intermediate_size": _int(config, "intermediate_size"),
-              "patch_size": patch, "num_channels": _int(config, "num_channels"),
-              "image_size": image_size}
+    compared = ["hidden_size", "num_hidden_layers", "intermediate_size", "patch_size",
+                "num_channels", "image_size"]
     if got["pooler_output_size"] is not None:
-        fields["pooler_output_size"] = (_int(config, "pooler_output_size")
-                                        if "pooler_output_size" in config
-                                        else fields["hidden_size"])
-    for field, want in fields.items():
-        if got[field] != want:
-            have = ("a non-square grid of " f"{got['num_patches']} patches"
+        compared.append("pooler_output_size")
+    for field in compared:
+        # A field left out means transformers' default (the pooler's: the hidden size).
+        default = got["hidden_size"] if field == "pooler_output_size" else got[field]
+        said = _same(config.get(field, DEFAULTS.get(field, default)))
+        if said != got[field]:
+            have = (f"a non-square grid of {got['num_patches']} patches"
                     if got[field] is None else repr(got[field]))
-            raise CheckpointError(f"config.json says {field}={want!r} but the weights have "
+            raise CheckpointError(f"config.json says {field}={said!r} but the weights have "
                                   f"{have}.")
     if got["pooler_output_size"] is not None and _get(config, "pooler_act") != "tanh":
         raise CheckpointError(f"config.json has pooler_act {_get(config, 'pooler_act')!r}; "
                               "only a tanh pooler is the official pre-logits layer.")
     try:
         return ViTSpec(
-            patch_size=patch, hidden_size=fields["hidden_size"],
-            num_layers=fields["num_hidden_layers"], num_heads=_int(config, "num_attention_heads"),
-            mlp_dim=fields["intermediate_size"], image_size=(image_size, image_size),
+            patch_size=got["patch_size"], hidden_size=got["hidden_size"],
+            num_layers=got["num_hidden_layers"], num_heads=heads,
+            mlp_dim=got["intermediate_size"], image_size=(got["image_size"],) * 2,
             num_classes=got["num_labels"] or 0, classifier="token", posemb="learn",
             representation_size=got["pooler_output_size"], layer_norm_eps=float(eps),
             gelu_approximate=act in TANH_GELU,

@@ -40,6 +40,7 @@ from vit_core.errors import ConfigError
 # accelerators (dataset_info owns that set-up, shared with the data sources).
 from vit_jax.dataset_info import import_tensorflow as _tf
 from vit_jax.dataset_info import open_split, split_num_examples
+from vit_jax.datasets import folder, image_check
 
 # Pixel values: uint8 v ↦ v / 127.5 - 1 ∈ [-1, 1].
 PIXEL_SCALE = 127.5
@@ -167,6 +168,13 @@ def _options() -> Any:
     return options
 
 
+def _named_errors(batches: Iterator[Any], dataset: str) -> Iterator[Any]:
+    """A folder's file that fails to decode mid-run is one error line naming it."""
+    if not dataset.startswith(folder.PREFIX):
+        return batches
+    return image_check.name_decode_errors(batches, dataset[len(folder.PREFIX):])
+
+
 def create_train_iter(
     config: ml_collections.ConfigDict,
     *,
@@ -227,7 +235,7 @@ def create_train_iter(
     ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch).skip(skip)
     ds = ds.filter(mine).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local, drop_remainder=True).prefetch(config.prefetch)
-    return iter(tfds.as_numpy(ds.with_options(_options())))
+    return _named_errors(iter(tfds.as_numpy(ds.with_options(_options()))), config.dataset)
 
 
 def create_eval_iter(
@@ -279,7 +287,7 @@ def create_eval_iter(
     }
     pad = tf.data.Dataset.from_tensors(padding).repeat(num_batches * local - num_real)
     ds = ds.concatenate(pad).batch(local).prefetch(config.prefetch)
-    return iter(tfds.as_numpy(ds.with_options(_options())))
+    return _named_errors(iter(tfds.as_numpy(ds.with_options(_options()))), config.dataset)
 
 
 def preprocess_for_eval(

@@ -1,10 +1,12 @@
 """Classify image files: `python -m vit_jax.predict --checkpoint CKPT IMAGE [IMAGE ...]`.
 
-CKPT is a training workdir or an official-layout `.npz` (see `vit_jax.evaluate`);
-`--model NAME` instead takes a released model by name (`vit_jax.pretrained`, downloaded
-into the cache on first use).
-Images of any size and mode (PNG, JPEG, ...; grayscale, RGB or RGBA) go through the eval
-transform of the input pipeline: short side resized to image_size / eval_resize_ratio,
+CKPT is a training workdir, an official-layout `.npz` or a Hugging Face / timm model
+directory (see `vit_jax.evaluate`); `--model NAME` instead takes a released model by name
+(`vit_jax.pretrained`, downloaded into the cache on first use).
+Images of any size up to 89.5 megapixels (a larger one is refused as a possible
+decompression bomb, `vit_jax.datasets.image_check.decode`) and any mode (PNG, JPEG, ...;
+grayscale, RGB or RGBA) are decoded in full, then go through the eval transform of the
+input pipeline: short side resized to image_size / eval_resize_ratio,
 centre crop, pixels scaled to [-1, 1]. The ratio is the workdir config's
 `eval_resize_ratio` (0.875 for a `.npz`, as for the released models). For each image
 one line is printed:
@@ -25,11 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from vit_core.errors import CheckpointError, ConfigError, ImageError, run_cli
+from vit_core.errors import CheckpointError, ConfigError, run_cli
 from vit_jax import evaluate, input_pipeline, pretrained
 from vit_jax.cli import quiet_logs
+from vit_jax.datasets import image_check
 
 DEFAULT_TOP_K = 5
 
@@ -68,21 +70,17 @@ def load_image(path: str) -> np.ndarray:
       The pixels, uint8; palette, 16-bit and CMYK images are converted to RGB or L.
 
     Raises:
-      ImageError: no such file, or not a readable image.
+      ImageError: no such file, not a readable image, broken (e.g. truncated), or larger
+        than `image_check.MAX_PIXELS` (a decompression bomb).
     """
-    if not os.path.isfile(path):
-        raise ImageError(f"No image file at {path}.")
-    try:
-        with Image.open(path) as image:
-            if image.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit / float grayscale
-                pixels = np.asarray(image, np.float64)
-                span = max(pixels.max() - pixels.min(), 1e-12)
-                return np.round(255 * (pixels - pixels.min()) / span).astype(np.uint8)
-            if image.mode not in ("L", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            return np.asarray(image, np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageError(f"Cannot read {path} as an image: {e}") from None
+    image = image_check.decode(path)  # untrusted: decoded in full, size bounded
+    if image.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit / float grayscale
+        pixels = np.asarray(image, np.float64)
+        span = max(pixels.max() - pixels.min(), 1e-12)
+        return np.round(255 * (pixels - pixels.min()) / span).astype(np.uint8)
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    return np.asarray(image, np.uint8)
 
 
 def eval_resize_ratio(loaded: evaluate.LoadedModel) -> float:

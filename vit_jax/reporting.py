@@ -102,6 +102,15 @@ class Reporter:
                   f"top-5 {result['top5']:.4f} | loss {result['loss']:.4f} | "
                   f"{result['num_examples']} examples", flush=True)
 
+    def fewshot(self, step: int, dataset: str, accuracies: dict[str, float]) -> None:
+        """Writes and prints few-shot accuracies ({"5shot": mean top-1, ...}) of a dataset."""
+        self.writer.write_scalars(step, {f"fewshot/{dataset}_{k}": v
+                                         for k, v in accuracies.items()})
+        self._append({"step": step, "split": "fewshot", "dataset": dataset, **accuracies})
+        if self.is_main:
+            line = " | ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
+            print(f"eval  {step:>6d} | few-shot {dataset}: {line}", flush=True)
+
     def summary(self) -> dict[str, Any]:
         """Throughput (median over logged windows after the first) and last train metrics."""
         return {"train": self.last_train,

@@ -37,7 +37,7 @@ from vit_jax import models
 RESUMABLE_CHANGES = frozenset({
     "log_every_steps", "eval_every_steps",
     "checkpoint_every_steps", "max_checkpoints_to_keep", "sync_every_steps", "data_dir",
-    "eval_batch_size", "prefetch", "test_split", "init_checkpoint_dir",
+    "eval_batch_size", "prefetch", "test_split", "init_checkpoint_dir", "fewshot",
 })
 
 

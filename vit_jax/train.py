@@ -30,6 +30,7 @@ from vit_jax import (
     checkpoint,
     cli,
     dataset_info,
+    fewshot,
     input_pipeline,
     models,
     parallel,
@@ -120,6 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         train_step = layout.compile_train_step(
             make_train_step(model, tx, schedule, config, axis_name=layout.axis_name))
         eval_fn = layout.compile_eval_step(make_eval_step(model))
+        fewshot_eval = fewshot.evaluator_from_config(config, model)  # None: off
+        fewshot_result: dict[str, float] = {}
         train_iter = input_pipeline.create_train_iter(
             config, global_batch_size=config.batch_size, start_step=start_step,
             process_index=jax.process_index(), process_count=jax.process_count())
@@ -151,6 +154,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if config.eval_every_steps and step % config.eval_every_steps == 0 and not is_last:
                 result = evaluate_split(eval_fn, state.params, config, config.eval_split, layout)
                 reporter.eval(step, config.eval_split, result)
+            if fewshot_eval and (is_last or step % config.fewshot.every_steps == 0):
+                accuracies = fewshot_eval(layout.unreplicate(state.params))
+                fewshot_result = fewshot.summarize(accuracies)
+                reporter.fewshot(step, fewshot_eval.dataset, fewshot_result)
             if must_save:
                 store.save(step, layout.host_state(state))
             if stop:
@@ -168,6 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 result = evaluate_split(eval_fn, params, config, split, layout)
                 reporter.eval(step, split, result)
                 final[name] = {"split": split, **result}
+        if fewshot_result:
+            final["fewshot"] = {"dataset": fewshot_eval.dataset, **fewshot_result}
         final.update(reporter.summary(), wall_time_s=time.time() - t_start,
                      compiles=layout.trace_count())
         if jax.process_index() == 0:

@@ -6,7 +6,11 @@ Hugging Face checkpoint directory (`config.json` + `model.safetensors`; any path
 an extension, or an existing directory). Every conversion goes through the npz arrays.
 
 Nothing pickled is ever executed: `.pt` files are read with `torch.load(weights_only=True)`,
-`.npz` with `allow_pickle=False`. Files are written atomically with the usual permissions.
+`.npz` with `vit_core.npz.read_npz`. Every input is untrusted: safetensors' reader checks
+its header and offsets against the file, torch's its storages' sizes, read_npz every
+member's shape and the zip's expansion, `read_json` a HF directory's JSON files (size,
+syntax, an object); a broken or hostile file is one `CheckpointError`. Files are written
+atomically with the usual permissions.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +38,7 @@ from vit_torch.convert import check_variant, to_numpy, to_torch
 NPZ, TORCH, HF = "npz", "state dict", "Hugging Face directory"
 TORCH_EXTS = (".pt", ".pth", ".safetensors")
 HF_WEIGHTS = "model.safetensors"
+MAX_JSON_BYTES = 16 << 20  # a HF config.json is a few kB, a shard index well under 1 MB
 
 
 def path_kind(path: str | os.PathLike) -> str:
@@ -73,7 +80,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from None
     try:
         # weights_only: the restricted unpickler; custom objects are refused, never run.
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        # Its warnings (e.g. about a foreign pickle protocol) would add lines to the error.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as e:
         raise CheckpointError(
             f"{path} is not a plain tensor state dict (it holds pickled objects or is "
@@ -120,14 +130,30 @@ def read_hf(directory: str | os.PathLike
                               "it as .npz, timm .safetensors or a Hugging Face directory.")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{directory} is not a Hugging Face checkpoint: no config.json.")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    config = read_json(config_path)
     sd = to_numpy(_read_hf_weights(directory))
     spec = hf_config.spec_from_hf(config, sd)
     return layouts.hf_to_official(sd, spec), spec, hf_config.labels_of(config)
+
+
+def read_json(path: str) -> dict[str, Any]:
+    """Reads a JSON object from a file of a HF directory (untrusted: size and type checked).
+
+    Raises:
+      CheckpointError: larger than MAX_JSON_BYTES, not UTF-8 JSON, or not a JSON object.
+    """
+    size = os.path.getsize(path)
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path} is {size} bytes, not a Hugging Face JSON file (those "
+                              f"are under {MAX_JSON_BYTES >> 20} MiB).")
+    try:
+        with open(path, "rb") as f:
+            value = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {str(e).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(value).__name__}, not an object.")
+    return value
 
 
 def _read_hf_weights(directory: str) -> dict[str, torch.Tensor]:
@@ -135,8 +161,13 @@ def _read_hf_weights(directory: str) -> dict[str, torch.Tensor]:
     if os.path.isfile(os.path.join(directory, HF_WEIGHTS)):
         return read_state_dict(os.path.join(directory, HF_WEIGHTS))
     if os.path.isfile(index):  # sharded: {"weight_map": {key: shard file}}
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+        weight_map = read_json(index).get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        # Shard names are file names in `directory`: never a path elsewhere.
+        if not shards or not all(isinstance(s, str) and s == os.path.basename(s)
+                                 and s not in (".", "..") for s in shards):
+            raise CheckpointError(f"{index} has no usable weight_map (shard file names in "
+                                  f"{directory}).")
         parts = [read_state_dict(os.path.join(directory, shard)) for shard in shards]
         return {k: v for part in parts for k, v in part.items()}
     if os.path.isfile(os.path.join(directory, "pytorch_model.bin")):

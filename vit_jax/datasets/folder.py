@@ -18,9 +18,10 @@ the file reading. This module wraps it for what it lacks:
   * split slices ("train[:90%]"), which ImageFolder refuses ("Subsplit API not yet
     supported"), so the configs' split strings work as with any tfds dataset.
 
-Files that are not readable JPEG/PNG images stop the run with an error naming the first
-one and counting the rest, rather than being skipped: a skipped file silently changes the
-data and the class balance, and a folder is quick to fix once.
+Files that are not readable JPEG/PNG images stop the run with an error naming them,
+rather than being skipped: a skipped file silently changes the data and the class balance,
+and a folder is quick to fix once. `vit_jax.datasets.image_check` decodes every file (in
+parallel, verdicts cached) and says what is accepted, converted or refused.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ import sys
 from typing import Any
 
 import tensorflow_datasets as tfds
-from PIL import Image, UnidentifiedImageError
 
 from vit_core.errors import DatasetError
+from vit_jax.datasets import image_check
 
 PREFIX = "folder:"  # config.dataset = PREFIX + PATH
 HELD_OUT_FRACTION = 0.1  # of each class of train/, when there is no val/
 _HELD_OUT_SEED = 0  # changing it changes the validation split of every folder dataset
 _SPLIT_FOLDERS = {"train": "train", "val": "validation", "test": "test"}  # folder → split
-_IMAGE_FORMATS = ("JPEG", "PNG")  # what PIL must identify (tf.io.decode_image reads both)
 
 
 class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
@@ -68,7 +68,10 @@ class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
         # deterministically shuffled); tests/test_folder_dataset.py breaks if it changes.
         examples = {_SPLIT_FOLDERS[k]: v for k, v in self._split_examples.items()}
         _check_classes(root_dir, examples)
-        _check_images(root_dir, examples)
+        image_check.check_folder(root_dir, [  # every class folder of every split
+            os.path.join(root_dir, split, name) for split in _SPLIT_FOLDERS
+            if os.path.isdir(os.path.join(root_dir, split))
+            for name in _folders(os.path.join(root_dir, split))])
         held_out = "validation" not in examples
         if held_out:
             examples["train"], examples["validation"] = _hold_out(root_dir, examples["train"])
@@ -159,24 +162,6 @@ def _check_classes(root: str, examples: dict[str, list[Any]]) -> None:
                 [(f"only in {folder}/", extra), (f"missing from {folder}/", missing)] if names)
             raise DatasetError(f"Class folders of {root}/{folder} differ from those of "
                                f"{root}/train ({diff}); both need the same class folders.")
-
-
-def _check_images(root: str, examples: dict[str, list[Any]]) -> None:
-    """Every listed file is a JPEG or PNG that PIL can parse (header and structure)."""
-    bad = []
-    for ex in (ex for split in examples.values() for ex in split):
-        try:
-            with Image.open(ex.image_path) as image:
-                if image.format not in _IMAGE_FORMATS:
-                    raise UnidentifiedImageError(f"a {image.format} image, not JPEG or PNG")
-                image.verify()  # PNG: chunks and CRCs; JPEG: markers
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:  # PIL's "not readable"
-            bad.append((ex.image_path, e))
-    if bad:
-        path, e = min(bad)
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise DatasetError(f"{path} is not a readable JPEG or PNG image ({e}){more}; fix or "
-                           f"remove it from {root}.")
 
 
 def _hold_out(root: str, train: list[Any]) -> tuple[list[Any], list[Any]]:
