@@ -98,7 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
     # --- Fine-tuning from a released .npz (or a vit-jax checkpoint).
     # A path to an .npz (official, linen-numbered or big_vision layout) or a released name
     # from vit_jax/pretrained.py (e.g. "vit_base_patch16_224.augreg_in21k_ft_in1k", whose
-    # model options are then used); "" trains from scratch. Nothing is downloaded.
+    # model options are then used; downloaded into $VIT_JAX_CACHE on first use, see
+    # vit_jax/download.py) or hf-hub:ORG/REPO; "" trains from scratch.
     config.init_checkpoint = ""
     config.init_checkpoint_dir = ""  # where released names are looked for (downloaded files)
     config.reinit_head = True  # new head (zeros) for the new class count

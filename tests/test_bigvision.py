@@ -362,13 +362,20 @@ def test_resolve_a_name_finds_the_file_and_checks_it(tmp_path, monkeypatch):
     ("ViT-B_16.npz", "ViT-B_16.npz", "https://storage.googleapis.com/vit_models/imagenet21k/"),
     ("i1k-s16-300ep", "vit_s16_i1k_300ep.npz", "https://storage.googleapis.com/big_vision/"),
 ])
-def test_resolve_offline_names_the_file_url_and_where_to_put_it(tmp_path, name, file, url):
+def test_resolve_offline_names_the_file_url_and_where_to_put_it(tmp_path, monkeypatch, name,
+                                                                file, url):
+    monkeypatch.setenv("VIT_JAX_OFFLINE", "1")
+    monkeypatch.setenv("VIT_JAX_CACHE", str(tmp_path / "cache"))
     with pytest.raises(CheckpointError) as e:
         pretrained.resolve(name, [tmp_path])
     message = str(e.value)
-    assert "\n" not in message and message.startswith(f"Checkpoint file not found: {name} ")
-    assert f"fetch {url}{file} and pass --config.init_checkpoint=/path/to/{file} " \
-           f"or put it into one of ['{tmp_path}']." in message
+    dest = tmp_path / "cache" / url.removeprefix("https://storage.googleapis.com/") / file
+    assert "\n" not in message and message.startswith(f"{pretrained.lookup(name)[0]}: ")
+    assert message.endswith(f"download {url}{file} and put it at {dest}.")
+    # A path that does not exist is not downloaded even when its file name is a name.
+    with pytest.raises(CheckpointError, match=f"Checkpoint file not found: /nowhere/{name} "
+                       r"\(its file name is that of the released .*: pass the name alone"):
+        pretrained.resolve(f"/nowhere/{name}")
 
 
 def test_resolve_unknown_name():

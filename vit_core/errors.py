@@ -32,6 +32,10 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
+class DownloadError(CheckpointError):
+    """Released weights that cannot be fetched (no network, HTTP error, a bad file)."""
+
+
 class DatasetError(UserError):
     """A dataset that is missing, unknown or malformed (an image folder, a tfds name)."""
 

@@ -2,8 +2,9 @@
 
 CKPT is a training workdir (its `config.json` and latest orbax checkpoint) or an
 official-layout `.npz` (a released checkpoint or one written by `save_npz`), whose
-architecture is read off the array shapes. `load_model` is shared by the predict and
-visualize tools.
+architecture is read off the array shapes; `--model NAME` instead takes a released model
+by name (`vit_jax.pretrained`, downloaded into the cache on first use). `load_model` is
+shared by the predict and visualize tools.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from vit_jax import (
     checkpoint,
     cli,
     dataset_info,
+    hub,
     input_pipeline,
     models,
     parallel,
+    pretrained,
     run_plan,
     state,
 )
@@ -60,26 +63,36 @@ def _class_names(dataset: str | None, data_dir: str | None, num_classes: int) ->
 
 
 def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = None,
-               **overrides: Any) -> LoadedModel:
-    """Loads a workdir checkpoint or an official `.npz` for inference.
+               step: int | None = None, **overrides: Any) -> LoadedModel:
+    """Loads a workdir checkpoint, an official `.npz` or a HF / timm model directory.
 
     Args:
-      path: a training workdir, or a `.npz` file.
-      dataset: tfds name for class names (workdirs know their own).
+      path: a training workdir, a `.npz` file, or a directory with `config.json` and
+        `model.safetensors` as transformers' `save_pretrained` or timm's `save_for_hf`
+        write them (converted on the fly, `vit_jax.hub.convert`).
+      dataset: tfds name for class names (workdirs know their own; a HF directory's
+        `id2label` is used when no dataset is given).
       data_dir: tfds data_dir for the metadata.
+      step: a workdir's checkpoint step (default: the newest).
       **overrides: extra `VisionTransformer` options (e.g. gelu_approximate, dtype).
 
     Returns:
       A `LoadedModel`.
 
     Raises:
-      CheckpointError: a missing or unusable checkpoint.
+      CheckpointError: a missing or unusable checkpoint, or a step that is not there.
     """
-    if os.path.isdir(path):
-        return _load_workdir(path, data_dir=data_dir, **overrides)
-    if not os.path.exists(path):
+    labels = None
+    if os.path.isdir(path) and hub.is_model_dir(path):
+        flat, spec, labels = hub.read_model_dir(path)
+    elif os.path.isdir(path):
+        return _load_workdir(path, data_dir=data_dir, step=step, **overrides)
+    elif not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at {path} (expected a workdir or a .npz file).")
-    flat, spec = read_official(path)  # any layout it reads, with the spec file beside it
+    else:
+        flat, spec = read_official(path)  # any layout it reads, with the spec file beside it
+    if step is not None:
+        raise ConfigError(f"{path} is not a training workdir: it holds one model, no steps.")
     arch = {k: overrides.pop(k) for k in list(overrides) if k not in models.RUN_OPTIONS}
     spec = spec.replace(**arch) if arch else spec
     # A fixed sin-cos posemb fits any size: such a file does not say; the spec's is 224.
@@ -87,18 +100,19 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
     model = models.VisionTransformer(spec, **overrides)
     params = npz.unflatten(flat)
     checkpoint.check_params(params, models.param_shapes(model))
-    return LoadedModel(model, params, image_size, _class_names(dataset, data_dir, num_classes),
-                       None)
+    names = _class_names(dataset, data_dir, num_classes) if dataset else labels
+    return LoadedModel(model, params, image_size, names, None)
 
 
-def _load_workdir(workdir: str, *, data_dir: str | None, **overrides: Any) -> LoadedModel:
+def _load_workdir(workdir: str, *, data_dir: str | None, step: int | None = None,
+                  **overrides: Any) -> LoadedModel:
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
         raise CheckpointError(f"{workdir} is not a vit_jax workdir (no config.json).")
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     # Onto this process's device, whatever topology trained it (e.g. 2 processes).
-    latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"))
+    latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"), step)
     if latest is None:
         raise CheckpointError(f"{workdir} has no checkpoint yet.")
     _, params = latest
@@ -194,6 +208,10 @@ def main(argv: list[str]) -> None:
     cli.quiet_logs()
 
     def run() -> None:
+        checkpoint_path, name = flags.FLAGS.checkpoint, flags.FLAGS.model
+        if (checkpoint_path is None) == (name is None):
+            raise ConfigError("Pass either --checkpoint (a workdir or .npz) or --model (a "
+                              "released name), not both and not neither.")
         config = cli.load_config_flag()
         if config is not None:  # its splits chosen as training chooses them (run_plan)
             info = dataset_info.get_dataset_info(config.dataset, config.data_dir)
@@ -201,7 +219,7 @@ def main(argv: list[str]) -> None:
                                                 run_plan.Origin.from_flag(flags.FLAGS["config"]))
             for field, split in splits.items():
                 config[field] = split
-        results = evaluate_checkpoint(flags.FLAGS.checkpoint, config)
+        results = evaluate_checkpoint(checkpoint_path or pretrained.resolve(name)[0], config)
         for split, r in results.items():
             print(f"{split}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  loss {r['loss']:.4f}"
                   f"  ({r['num_examples']} images)")
@@ -214,5 +232,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Config file: dataset and splits to "
                                     "evaluate (default: the workdir's own config).")
     flags.DEFINE_string("checkpoint", None, "A training workdir or an official .npz file.")
-    flags.mark_flag_as_required("checkpoint")
+    flags.DEFINE_string("model", None, "Or a released model by name (vit_jax/pretrained.py, "
+                        "or hf-hub:ORG/REPO), downloaded into $VIT_JAX_CACHE on first use.")
     app.run(main, flags_parser=cli.parse_flags)

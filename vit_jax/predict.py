@@ -1,6 +1,8 @@
 """Classify image files: `python -m vit_jax.predict --checkpoint CKPT IMAGE [IMAGE ...]`.
 
-CKPT is a training workdir or an official-layout `.npz` (see `vit_jax.evaluate`).
+CKPT is a training workdir, an official-layout `.npz` or a Hugging Face / timm model
+directory (see `vit_jax.evaluate`); `--model NAME` instead takes a released model by name
+(`vit_jax.pretrained`, downloaded into the cache on first use).
 Images of any size up to 89.5 megapixels (a larger one is refused as a possible
 decompression bomb, `vit_jax.datasets.image_check.decode`) and any mode (PNG, JPEG, ...;
 grayscale, RGB or RGBA) are decoded in full, then go through the eval transform of the
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from vit_core.errors import CheckpointError, ConfigError, run_cli
-from vit_jax import evaluate, input_pipeline
+from vit_jax import evaluate, input_pipeline, pretrained
 from vit_jax.cli import quiet_logs
 from vit_jax.datasets import image_check
 
@@ -183,15 +185,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint, --dataset and --data_dir, shared by predict and visualize."""
-    parser.add_argument("--checkpoint", required=True,
-                        help="a training workdir (python -m vit_jax.train --workdir ...) or an "
-                             "official-layout .npz file")
+    """--checkpoint or --model, --dataset and --data_dir, shared by predict and visualize."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint",
+                       help="a training workdir (python -m vit_jax.train --workdir ...) or an "
+                            "official-layout .npz file")
+    which.add_argument("--model", metavar="NAME",
+                       help="a released model by name (vit_jax/pretrained.py, e.g. "
+                            "vit_base_patch16_224.augreg_in21k_ft_in1k, or hf-hub:ORG/REPO), "
+                            "downloaded into $VIT_JAX_CACHE on first use")
     parser.add_argument("--dataset", default=None,
                         help="tfds dataset whose class names label a .npz model's outputs "
                              "(a workdir knows its own); default: class indices")
     parser.add_argument("--data_dir", default=None,
                         help="tfds data_dir holding that dataset's metadata")
+
+
+def checkpoint_arg(args: argparse.Namespace) -> str:
+    """The checkpoint path `add_checkpoint_args` asked for: --checkpoint, or --model's file.
+
+    Args:
+      args: parsed arguments with `checkpoint` and `model`.
+
+    Returns:
+      A workdir or `.npz` path (a released name is downloaded on first use).
+
+    Raises:
+      CheckpointError: an unknown name, or its file cannot be had (one line).
+    """
+    if args.checkpoint is not None:
+        return args.checkpoint
+    return pretrained.resolve(args.model)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -200,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     quiet_logs()
 
     def run() -> Any:
-        results = predict(args.checkpoint, args.images, args.top_k, dataset=args.dataset,
+        results = predict(checkpoint_arg(args), args.images, args.top_k, dataset=args.dataset,
                           data_dir=args.data_dir)
         for path, top in zip(args.images, results, strict=True):
             print(format_prediction(path, top), flush=True)

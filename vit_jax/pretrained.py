@@ -1,9 +1,12 @@
 """Released ViT checkpoints by name: the file, where it comes from, and the model it needs.
 
-`resolve(name_or_path, search_dirs)` turns `--config.init_checkpoint=NAME` into a local
-`.npz` and the `config.model` options that fit it. Nothing is downloaded (the machines
-this runs on may have no internet): a file that is not found raises a one-line
-`CheckpointError` naming the file, its URL and where to put it.
+`resolve(name_or_path, search_dirs)` turns `--config.init_checkpoint=NAME` (or the
+`--model NAME` of predict / evaluate / visualize) into a local `.npz` and the
+`config.model` options that fit it. A name's file is looked for in `search_dirs`, then in
+the download cache, and downloaded into the cache on first use (`vit_jax.download`: a
+cache under `$VIT_JAX_CACHE`, resume, sha256 record, lock, `VIT_JAX_OFFLINE=1`, a mirror
+via `$VIT_JAX_BASE_URL`); a file that cannot be had is one `DownloadError` line naming
+its URL and the path to put it at.
 
 Names (the file names below were checked against the sources named):
   * official (google-research/vision_transformer README and bucket listing): the bucket
@@ -25,10 +28,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from vit_core.errors import CheckpointError
+from vit_core.errors import CheckpointError, DownloadError
 from vit_core.files import read_official
 from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec
 from vit_core.variants import VARIANTS, WIDTHS
+from vit_jax import download, hub
 
 _VIT_MODELS = "https://storage.googleapis.com/vit_models/"
 _BIG_VISION = "https://storage.googleapis.com/big_vision/"
@@ -185,13 +189,16 @@ def resolve(
     An existing file is used as given (its options are read off its shapes). Otherwise a
     name from `RELEASES` (or its alias, or either with ".npz") is looked up in each of
     `search_dirs`, under its bucket path (e.g. `DIR/imagenet21k/ViT-B_16.npz`) and under
-    its file name (`DIR/ViT-B_16.npz`); the file found must hold the architecture the
-    table gives (the official files of two families share a file name).
+    its file name (`DIR/ViT-B_16.npz`), then fetched through the download cache
+    (`vit_jax.download.fetch`: used from there, or downloaded into it on first use); the
+    file must hold the architecture the table gives (the official files of two families
+    share a file name). An "hf-hub:" name is fetched and converted by `vit_jax.hub`.
 
     Args:
       name_or_path: `--config.init_checkpoint`: a path, or a name such as
         "vit_base_patch16_224.augreg_in21k_ft_in1k", "imagenet21k/ViT-B_16", "ViT-B_16"
-        or "i1k-s16-300ep".
+        or "i1k-s16-300ep", or a Hugging Face Hub repo "hf-hub:ORG/REPO" (fetched and
+        converted by `vit_jax.hub.resolve`).
       search_dirs: directories that hold downloaded checkpoints.
 
     Returns:
@@ -200,33 +207,42 @@ def resolve(
       set them on the config before building the model.
 
     Raises:
-      CheckpointError: an unknown name, a file not found (the message names the file, its
-        URL and where to put it; nothing is downloaded), or a file that holds another
-        architecture than its name says.
+      CheckpointError: an unknown name, or a file that holds another architecture than
+        its name says.
+      DownloadError: the file is not at hand and cannot be downloaded (offline, no
+        network, HTTP error, ...): one line with its URL and the cache path to put it at.
     """
     given = os.fspath(name_or_path)
     if os.path.isfile(given):
         return given, model_options_of(_architecture(given))
+    if hub.is_hub_name(given):
+        path, spec = hub.resolve(given)
+        return path, model_options_of(spec)
     entry = lookup(given) or lookup(os.path.basename(given))
     if entry is None:
         raise CheckpointError(
             f"Checkpoint file not found: {given} (and not a released name; the names are the "
-            "keys of vit_jax.pretrained.RELEASES, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k)."
+            "keys of vit_jax.pretrained.RELEASES, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k,"
+            " or hf-hub:ORG/REPO)."
         )
     name, release = entry
-    dirs = [os.fspath(d) for d in search_dirs]
-    for directory in dirs:
+    for directory in [os.fspath(d) for d in search_dirs]:
         for candidate in (release.bucket_path, release.filename):
             path = os.path.join(directory, candidate)
             if os.path.isfile(path):
                 _check_release(path, name, release)
                 return path, release.model_options()
-    where = f" or put it into one of {dirs}" if dirs else ""
-    raise CheckpointError(
-        f"Checkpoint file not found: {given} (released as {name}); nothing is downloaded here: "
-        f"fetch {release.url} and pass --config.init_checkpoint=/path/to/{release.filename}"
-        f"{where}."
-    )
+    if lookup(given) is None and not os.path.isfile(download.cache_path(release.url)):
+        # A mistyped path must not start a download of the file it happens to name.
+        raise CheckpointError(
+            f"Checkpoint file not found: {given} (its file name is that of the released "
+            f"{name}: pass the name alone to download it into {download.cache_dir()}).")
+    try:
+        path = download.fetch(release.url)
+    except DownloadError as e:
+        raise DownloadError(f"{name}: {e}") from None
+    _check_release(path, name, release)
+    return path, release.model_options()
 
 
 def _architecture(path: str) -> ViTSpec:

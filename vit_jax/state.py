@@ -108,8 +108,8 @@ def _everywhere(ok: bool) -> bool:
     return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
-def restore_params(checkpoint_dir: str) -> tuple[int, Any] | None:
-    """The params of the newest checkpoint in `checkpoint_dir`, as numpy arrays (inference).
+def restore_params(checkpoint_dir: str, step: int | None = None) -> tuple[int, Any] | None:
+    """The params of a checkpoint in `checkpoint_dir` (the newest by default), as numpy arrays.
 
     The restore target is the saved shapes and dtypes placed on this process's first
     local device, not the saved sharding: that names the devices of the processes that
@@ -117,9 +117,13 @@ def restore_params(checkpoint_dir: str) -> tuple[int, Any] | None:
 
     Args:
       checkpoint_dir: a workdir's `checkpoints` directory (opened read-only).
+      step: the step to restore; None: the newest.
 
     Returns:
       (step, params tree of numpy arrays), or None if there is no checkpoint yet.
+
+    Raises:
+      CheckpointError: no checkpoint of `step` (the message lists the steps there are).
     """
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     registry.add("state", ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
@@ -130,9 +134,14 @@ def restore_params(checkpoint_dir: str) -> tuple[int, Any] | None:
         options=ocp.CheckpointManagerOptions(read_only=True),
     )
     try:
-        step = manager.latest_step()
-        if step is None:
+        steps = manager.all_steps()
+        if not steps:
             return None
+        if step is not None and step not in steps:
+            raise CheckpointError(
+                f"{os.path.dirname(checkpoint_dir.rstrip(os.sep))} has no checkpoint of step "
+                f"{step}; it has steps {sorted(steps)}.")
+        step = max(steps) if step is None else step
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     quiet_logs()
 
     def run() -> None:
-        visualize(args.checkpoint, args.images, args.out, args.panel_size,
+        visualize(predict.checkpoint_arg(args), args.images, args.out, args.panel_size,
                   dataset=args.dataset, data_dir=args.data_dir)
         print(f"wrote {args.out}", flush=True)
 

@@ -123,6 +123,11 @@ def read_hf(directory: str | os.PathLike
     """
     directory = os.fspath(directory)
     config_path = os.path.join(directory, "config.json")
+    if os.path.isdir(os.path.join(directory, "checkpoints")) and not os.path.isfile(
+            os.path.join(directory, HF_WEIGHTS)):
+        raise CheckpointError(f"{directory} is a vit_jax training workdir, not a Hugging Face "
+                              f"checkpoint: `python -m vit_jax.export {directory} OUT` writes "
+                              "it as .npz, timm .safetensors or a Hugging Face directory.")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{directory} is not a Hugging Face checkpoint: no config.json.")
     config = read_json(config_path)
