@@ -205,6 +205,9 @@ def to_big_vision(flat: Arrays, *, stacked: bool = False) -> dict[str, Any]:
         has none).
     """
     spec = spec_from_official(flat)
+    if spec.is_hybrid:
+        raise CheckpointError("big_vision's ViT has no ResNet backbone; this model is a hybrid "
+                              f"(resnet_layers={spec.resnet_layers}).")
     if spec.num_registers:
         raise CheckpointError("big_vision's ViT has no register tokens; this model has "
                               f"{spec.num_registers}.")
@@ -397,6 +400,9 @@ def check_hf_compatible(spec: ViTSpec) -> None:
         or a pre-logits layer together with a head (HF has the layer only as `ViTModel`'s
         pooler, without a classifier).
     """
+    if spec.is_hybrid:
+        raise CheckpointError("Cannot convert a hybrid ResNet+ViT to Hugging Face: its ViT "
+                              "classes have no ResNet backbone (use timm's layout).")
     if not spec.has_class_token:
         kind = "'map' (attention-pooling head)" if spec.classifier == "map" else "'gap'"
         raise CheckpointError(f"Cannot convert a {kind} model (no class token) to Hugging "
