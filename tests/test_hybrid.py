@@ -13,7 +13,13 @@ from configs import r50_b16
 from parity.harness import assert_rel_close
 from vit_core import npz
 from vit_core.errors import CheckpointError, ConfigError
-from vit_core.layouts import check_hf_compatible, official_to_timm, timm_to_official, to_big_vision
+from vit_core.layouts import (
+    check_hf_compatible,
+    official_to_timm,
+    spec_from_timm,
+    timm_to_official,
+    to_big_vision,
+)
 from vit_core.params import param_table, spec_from_official
 from vit_core.spec import ViTSpec
 from vit_jax import checkpoint, models, pretrained, train
@@ -42,6 +48,9 @@ def test_parameter_count_is_timms(variant, size, name):
         theirs = timm.create_model(name, pretrained=False, num_classes=1000)
     shapes = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
     assert shapes == {p.timm_key: p.timm_shape for p in param_table(spec)}  # names too
+    read = spec_from_timm(theirs.state_dict(), num_heads=spec.num_heads,
+                          gelu_approximate=True, image_size=spec.image_size)
+    assert read == spec
     assert sum(p.numel() for p in theirs.parameters()) == ours
 
 
@@ -100,7 +109,9 @@ def test_timm_hybrid_both_ways():
     images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
     with torch.no_grad():
         want = model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
-    flat = timm_to_official({k: v.numpy() for k, v in model.state_dict().items()}, spec)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert spec_from_timm(sd, num_heads=4) == spec  # read off timm's shapes alone
+    flat = timm_to_official(sd, spec)
     assert spec_from_official(flat, gelu_approximate=False) == spec
     flax_model = models.VisionTransformer(spec)
     got = np.asarray(flax_model.apply({"params": npz.unflatten(flat)}, images))
