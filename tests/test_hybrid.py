@@ -174,3 +174,17 @@ def test_r50_b16_runlocal_trains(tmp_path):
     assert result["step"] == 2
     with pytest.raises(ConfigError, match="Unknown config argument"):
         r50_b16.get_config("runlcoal")
+
+
+@pytest.mark.slow  # two compiles
+def test_npz_round_trip_into_a_scan_model(tmp_path):
+    """The ResNet's `block{i}/unit{j}` keys are not encoder blocks: scan stacks only those."""
+    plain = models.create_model("testing-hybrid", num_classes=5, image_size=32)
+    scanned = models.create_model("testing-hybrid", num_classes=5, image_size=32, scan=True)
+    images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    params = plain.init(jax.random.key(0), images)["params"]
+    checkpoint.save_npz(tmp_path / "h.npz", params)
+    loaded = checkpoint.load_npz(tmp_path / "h.npz", scan=True)
+    assert loaded["block2"]["unit1"]["conv_proj"]["kernel"].shape == (1, 1, 256, 512)
+    np.testing.assert_allclose(scanned.apply({"params": loaded}, images),
+                               plain.apply({"params": params}, images), rtol=1e-5, atol=1e-6)
