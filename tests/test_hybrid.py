@@ -23,6 +23,7 @@ from vit_core.layouts import (
 from vit_core.params import param_table, spec_from_official
 from vit_core.spec import ViTSpec
 from vit_jax import checkpoint, models, pretrained, train
+from vit_torch import convert
 
 timm = pytest.importorskip("timm")
 from timm.models.vision_transformer import VisionTransformer as TimmViT  # noqa: E402
@@ -188,3 +189,11 @@ def test_npz_round_trip_into_a_scan_model(tmp_path):
     assert loaded["block2"]["unit1"]["conv_proj"]["kernel"].shape == (1, 1, 256, 512)
     np.testing.assert_allclose(scanned.apply({"params": loaded}, images),
                                plain.apply({"params": params}, images), rtol=1e-5, atol=1e-6)
+
+
+def test_check_variant_compares_the_resnet():
+    spec = ViTSpec.from_variant("R50+B/16")
+    convert.check_variant(spec, "R50+B/16")
+    with pytest.raises(CheckpointError, match=r"not a B/16: .* resnet_layers \(3, 4, 9\); "
+                                              r"B/16 has .* resnet_layers None\.$"):
+        convert.check_variant(spec, "B/16")
