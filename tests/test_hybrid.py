@@ -166,13 +166,20 @@ def test_pretrained_table_names_the_hybrids():
         "testing", resnet_layers=(1,), image_size=32))["resnet_layers"] == (1,)
 
 
-@pytest.mark.slow  # one real train_and_evaluate of a hybrid under mock ImageNet
-def test_r50_b16_runlocal_trains(tmp_path):
+@pytest.mark.slow  # one real train_and_evaluate of a hybrid under mock ImageNet (~100 s)
+def test_r50_b16_runlocal_fine_tunes_at_a_larger_size(tmp_path):
+    """configs/r50_b16.py:runlocal from a hybrid npz made at 32² (4×4 tokens, 10 classes),
+    fine-tuned at 64² (8×8 tokens, ImageNet's 1000): the posemb is resized, the head new."""
+    source = models.create_model("testing-hybrid", num_classes=10, image_size=32)
+    params = source.init(jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"]
+    checkpoint.save_npz(tmp_path / "pre.npz", params)
     config = r50_b16.get_config("runlocal")
     config.data_dir = str(tmp_path / "tfds")
+    config.init_checkpoint, config.reinit_head, config.image_size = (
+        str(tmp_path / "pre.npz"), True, 64)
     with tfds.testing.mock_data(num_examples=24):
         result = train.train_and_evaluate(config, str(tmp_path / "wd"))
-    assert result["step"] == 2
+    assert result["step"] == 2 and config.model.variant == "testing-hybrid"
     with pytest.raises(ConfigError, match="Unknown config argument"):
         r50_b16.get_config("runlcoal")
 
