@@ -28,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Learned register tokens after the class token, dropped by the pooling ("Vision
     # Transformers Need Registers"; timm's reg_tokens). 0: none, as the paper's ViT.
     config.model.num_registers = 0
+    # A hybrid's ResNet (paper §3.1): units per stage, e.g. (3, 4, 9); None: the variant's
+    # (the "R50+B/16"-style variants have one, the plain ones none). Width factor likewise.
+    config.model.resnet_layers = ml_collections.FieldReference(None, field_type=tuple)
+    config.model.resnet_width = ml_collections.FieldReference(None, field_type=int)
     config.model.layer_norm_eps = 1e-6  # every LayerNorm (official, timm); HF's files say 1e-12
     config.model.dropout_rate = 0.0
     config.model.attention_dropout_rate = 0.0

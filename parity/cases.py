@@ -70,6 +70,11 @@ CASES: tuple[Case, ...] = (
     Case("testing/gap-registers", "testing", 32, 4, (*_GAP, *_REG), train=True),
     Case("testing/map-registers-sincos2d", "testing", 32, 4, (*_MAP, *_REG, *_SINCOS)),
     Case("testing/ln-eps-1e-12", "testing", 32, 4, (("layer_norm_eps", 1e-12),), train=True),
+    # Hybrids (paper §3.1): a ResNet (StdConv, GroupNorm, max pool, projections) before the
+    # patch embedding; 1×1 patches on the feature map, and 2×2 ones.
+    Case("testing-hybrid", "testing-hybrid", 32, 4, train=True),
+    Case("testing-hybrid/p2-gap", "testing-hybrid", 32, 4, (("patch_size", 2), *_GAP),
+         train=True),
     Case("Ti/16", "Ti/16", 224, 2, train=True, num_classes=1000),
     Case("Ti/16/exact-gelu", "Ti/16", 224, 2, _EXACT, num_classes=1000),
     Case("S/16", "S/16", 224, 2, num_classes=1000),
@@ -81,6 +86,8 @@ CASES: tuple[Case, ...] = (
     # big_vision's ImageNet-1k S/16 baseline (gap + sincos2d) and a MAP-head model.
     Case("S/16/gap-sincos2d", "S/16", 224, 2, (*_GAP, *_SINCOS), num_classes=1000),
     Case("Ti/16/map", "Ti/16", 224, 2, _MAP, num_classes=1000),
+    # AugReg's R+Ti/16: the root block alone, 8×8 patches on its stride-4 map.
+    Case("R+Ti/16", "R+Ti/16", 224, 2, num_classes=1000),
 )
 CASES_BY_NAME = {c.name: c for c in CASES}
 # Position-embedding resize 224 → 384: a class-token model and a "gap" one (no prefix).

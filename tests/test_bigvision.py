@@ -315,7 +315,9 @@ def test_table_entries_agree_with_their_file_names():
         assert release.url.startswith("https://storage.googleapis.com/") and \
             release.filename.endswith(".npz"), name
         if "augreg" in name:  # e.g. B_16-i21k-300ep-...--imagenet2012-...-res_224.npz
-            assert release.filename.startswith(release.spec.variant.replace("/", "_") + "-"), name
+            # Hybrids: "R26+S/32" → R26_S_32-..., "R+Ti/16" → R_Ti_16-...
+            stem = release.spec.variant.replace("/", "_").replace("+", "_")
+            assert release.filename.startswith(stem + "-"), name
             assert ("_ft_in1k" in name or "augreg_in1k" in name) == \
                 (release.spec.num_classes == 1000), name
             assert f"_{release.spec.image_size[0]}." in name

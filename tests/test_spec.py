@@ -13,7 +13,7 @@ from vit_core import npz
 from vit_core.errors import CheckpointError, ConfigError
 from vit_core.params import official_shapes, param_table, spec_from_official
 from vit_core.spec import ViTSpec, spec_from_config
-from vit_core.variants import VARIANTS
+from vit_core.variants import HYBRIDS, VARIANTS
 from vit_jax import checkpoint, models
 from vit_torch import model as torch_vit
 
@@ -28,6 +28,8 @@ OPTIONS = [
     {"classifier": "map", "num_registers": 1, "representation_size": 16},
     {"num_classes": 0},
     {"image_size": (48, 32)},  # a non-square grid, as the official test config trains
+    {"resnet_layers": (2, 1)},  # a hybrid (paper §3.1): ResNet stages before the patches
+    {"resnet_layers": (), "patch_size": 2, "classifier": "gap"},  # the root block alone
 ]
 
 
@@ -57,7 +59,8 @@ def test_table_is_both_models_parameters(options):
     assert spec_from_official(shapes, image_size=spec.image_size) == spec
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "testing"])
+@pytest.mark.parametrize("variant", [v for v in (*VARIANTS, *HYBRIDS)
+                                     if not v.startswith("testing")])
 def test_table_is_both_models_parameters_for_every_variant(variant):
     spec = ViTSpec.from_variant(variant, num_classes=1000)
     assert _flax_shapes(spec) == official_shapes(spec)

@@ -38,7 +38,7 @@ from vit_core.params import (
     shape_of,
     spec_from_official,
 )
-from vit_core.spec import ViTSpec, square_grid
+from vit_core.spec import RESNET_ROOT_WIDTH, ViTSpec, square_grid
 
 Arrays = Mapping[str, Any]
 
@@ -205,6 +205,9 @@ def to_big_vision(flat: Arrays, *, stacked: bool = False) -> dict[str, Any]:
         has none).
     """
     spec = spec_from_official(flat)
+    if spec.is_hybrid:
+        raise CheckpointError("big_vision's ViT has no ResNet backbone; this model is a hybrid "
+                              f"(resnet_layers={spec.resnet_layers}).")
     if spec.num_registers:
         raise CheckpointError("big_vision's ViT has no register tokens; this model has "
                               f"{spec.num_registers}.")
@@ -256,6 +259,32 @@ def _grid_image_size(patches: int, patch: int, image_size: tuple[int, int] | Non
     return (rows * patch, cols * patch)
 
 
+_TIMM_STAGE_BLOCK = re.compile(r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.")
+_TIMM_ROOT_KEYS = ("patch_embed.backbone.stem.conv.weight", "patch_embed.backbone.conv.weight")
+
+
+def _timm_resnet(shapes: Mapping[str, tuple[int, ...]]) -> tuple[tuple[int, ...], int] | None:
+    """A timm hybrid's (units per stage, width factor) read off its backbone keys; None: no
+    backbone. Only timm's ResNetV2 layout (`vit_*_r*` models) maps onto the official one."""
+    if not any(k.startswith("patch_embed.backbone.") for k in shapes):
+        return None
+    root = next((k for k in _TIMM_ROOT_KEYS if k in shapes), None)
+    if root is None or len(shapes[root]) != 4 or shapes[root][2:] != (7, 7):
+        raise CheckpointError(
+            "Cannot convert key patch_embed.backbone.*: only timm's ResNetV2 hybrids (a 7×7 "
+            "StdConv root block: vit_*_r26/r50_*, vit_tiny_r_*) have a counterpart in the "
+            "official layout.")
+    width, rest = divmod(shapes[root][0], RESNET_ROOT_WIDTH)
+    if rest or not width:
+        raise CheckpointError(f"Cannot convert key {root}: {shapes[root][0]} channels are not a "
+                              f"multiple of {RESNET_ROOT_WIDTH}.")
+    units: dict[int, set[int]] = {}
+    for m in map(_TIMM_STAGE_BLOCK.match, shapes):
+        if m:
+            units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    return tuple(len(units[i]) for i in sorted(units)), width
+
+
 def spec_from_timm(
     sd: Arrays, *, num_heads: int, no_embed_class: bool = False,
     image_size: tuple[int, int] | None = None, layer_norm_eps: float | None = None,
@@ -288,7 +317,11 @@ def spec_from_timm(
     what = "The state dict"
     P = _size(shapes, "patch_embed.proj.weight", 2, what)
     channels = _size(shapes, "patch_embed.proj.weight", 1, what)
-    if channels != 3:
+    resnet = _timm_resnet(shapes)
+    stride = P  # image pixels per token side
+    if resnet is not None:
+        stride = P * ViTSpec(1, 1, 1, 1, 1, resnet_layers=resnet[0]).resnet_stride
+    elif channels != 3:
         raise CheckpointError(f"The patch embedding takes {channels} channels; the ViT layout "
                               "takes RGB images (3).")
     has_cls, has_map = "cls_token" in shapes, any(k.startswith("attn_pool.") for k in shapes)
@@ -312,9 +345,9 @@ def spec_from_timm(
         if patches <= 0:
             raise CheckpointError(f"Cannot convert key pos_embed: {rows} rows for {prefix} "
                                   "prefix tokens.")
-        image_size = _grid_image_size(patches, P, image_size, what)
+        image_size = _grid_image_size(patches, stride, image_size, what)
     else:
-        image_size = image_size or (P * (224 // P),) * 2
+        image_size = image_size or (stride * (224 // stride),) * 2
     values: dict[str, Any] = dict(
         patch_size=P, hidden_size=_size(shapes, "patch_embed.proj.weight", 0, what),
         num_layers=len({m.group(1) for m in map(_TIMM_BLOCK.match, shapes) if m}),
@@ -326,6 +359,8 @@ def spec_from_timm(
         if "pre_logits.fc.weight" in shapes else None,
         num_registers=registers, gelu_approximate=gelu_approximate,
     )
+    if resnet is not None:
+        values.update(resnet_layers=resnet[0], resnet_width=resnet[1])
     if layer_norm_eps is not None:
         values["layer_norm_eps"] = layer_norm_eps
     try:
@@ -397,6 +432,9 @@ def check_hf_compatible(spec: ViTSpec) -> None:
         or a pre-logits layer together with a head (HF has the layer only as `ViTModel`'s
         pooler, without a classifier).
     """
+    if spec.is_hybrid:
+        raise CheckpointError("Cannot convert a hybrid ResNet+ViT to Hugging Face: its ViT "
+                              "classes have no ResNet backbone (use timm's layout).")
     if not spec.has_class_token:
         kind = "'map' (attention-pooling head)" if spec.classifier == "map" else "'gap'"
         raise CheckpointError(f"Cannot convert a {kind} model (no class token) to Hugging "

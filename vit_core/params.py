@@ -16,6 +16,14 @@ and keep the dtype:
   qkv_bias  n × (K, Dh) biases ⇄ one fused (n·D,) bias;
   out       attention output kernel (K, Dh, D) ⇄ weight (D, D).
 
+A hybrid's ResNet (paper §3.1) is stored as the official `models_vit.py` names it, at the
+top level: `conv_root`, `gn_root`, `block{i}/unit{j}/{conv,gn}{1,2,3}` and, where a unit
+changes shape, `conv_proj`/`gn_proj` (as timm's `_load_weights` reads the released
+`R50+ViT-B_16.npz` and AugReg's `R_Ti_16`, `R26_S_32`, `R50_L_32` files); timm's names are
+`patch_embed.backbone.stem.{conv,norm}` (`patch_embed.backbone.{conv,norm}` for the root
+block alone) and `patch_embed.backbone.stages.{i}.blocks.{j}.{conv,norm}{1,2,3}` /
+`downsample.{conv,norm}`. Hugging Face's ViT has no hybrid (no HF names).
+
 `spec_from_official` reads the spec back off a file's shapes: no config needed.
 numpy only.
 """
@@ -30,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from vit_core.errors import CheckpointError
-from vit_core.spec import ViTSpec, square_grid
+from vit_core.spec import RESNET_ROOT_WIDTH, ViTSpec, square_grid
 
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
 CLS_KEY = "cls"
@@ -41,6 +49,8 @@ BLOCK_KEY = re.compile(r"^Transformer/encoderblock_(\d+)/(.+)$")
 # The sub-modules of an encoder block in call order, as the released files number them.
 ATTENTION, MLP = "MultiHeadDotProductAttention_1", "MlpBlock_3"
 RELEASED_BLOCK_NAMES = ("LayerNorm_0", ATTENTION, "LayerNorm_2", MLP)
+RESNET_ROOT_KEY = "conv_root/kernel"
+RESNET_UNIT_KEY = re.compile(r"^block(\d+)/unit(\d+)/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +164,15 @@ def param_table(spec: ViTSpec) -> list[Param]:
         pos = (1, spec.num_prefix_tokens + spec.num_patches, D)
         table.append(Param((POSEMB_KEY,), pos, "pos_embed", pos, "copy",
                            (e + "position_embeddings",)))
+    if spec.is_hybrid:  # HF's ViT has no ResNet: no HF names (refused by the HF layout)
+        table += _resnet(spec)
+        C = spec.resnet_channels
+    hf = (lambda name: ()) if spec.is_hybrid else (lambda name: (e + name,))
     table += [
         Param(("embedding/kernel",), (P, P, C, D), "patch_embed.proj.weight", (D, C, P, P),
-              "conv", (e + "patch_embeddings.projection.weight",)),
+              "conv", hf("patch_embeddings.projection.weight")),
         Param(("embedding/bias",), (D,), "patch_embed.proj.bias", (D,), "copy",
-              (e + "patch_embeddings.projection.bias",)),
+              hf("patch_embeddings.projection.bias")),
     ]
     for i in range(spec.num_layers):
         n, t, h = f"Transformer/encoderblock_{i}/", f"blocks.{i}.", f"encoder.layer.{i}."
@@ -184,6 +198,42 @@ def param_table(spec: ViTSpec) -> list[Param]:
                   ("classifier.weight",)),
             Param(("head/bias",), (N,), "head.bias", (N,), "copy", ("classifier.bias",)),
         ]
+    return table
+
+
+def _std_conv(npz: str, timm: str, k: int, cin: int, cout: int) -> Param:
+    """A bias-free weight-standardised conv: kernel (k, k, in, out) ⇄ weight (out, in, k, k)."""
+    return Param((npz + "kernel",), (k, k, cin, cout), timm + "weight", (cout, cin, k, k), "conv")
+
+
+def _group_norm(npz: str, timm: str, channels: int) -> list[Param]:
+    return [Param((npz + "scale",), (channels,), timm + "weight", (channels,), "copy"),
+            Param((npz + "bias",), (channels,), timm + "bias", (channels,), "copy")]
+
+
+def _resnet(spec: ViTSpec) -> list[Param]:
+    """A hybrid's ResNet v2 (official `models_vit.py` + `models_resnet.py`; timm's ResNetV2
+    with `preact=False`): root block, then bottleneck units whose first changes the shape
+    through a projection (`conv_proj`/`gn_proj` ⇄ `downsample`)."""
+    width = RESNET_ROOT_WIDTH * spec.resnet_width
+    layers = spec.resnet_layers or ()
+    t = "patch_embed.backbone."
+    root = t + "stem." if layers else t  # timm: the root block alone is the backbone
+    table = [_std_conv("conv_root/", root + "conv.", 7, 3, width),
+             *_group_norm("gn_root/", root + "norm.", width)]
+    cin = width
+    for i, units in enumerate(layers):
+        mid = width * 2 ** i
+        cout = 4 * mid
+        for j in range(units):
+            n, b = f"block{i + 1}/unit{j + 1}/", f"{t}stages.{i}.blocks.{j}."
+            if j == 0 and (cin != cout or i > 0):  # the official `needs_projection`
+                table += [_std_conv(n + "conv_proj/", b + "downsample.conv.", 1, cin, cout),
+                          *_group_norm(n + "gn_proj/", b + "downsample.norm.", cout)]
+            for r, (k, a, z) in enumerate(((1, cin, mid), (3, mid, mid), (1, mid, cout)), 1):
+                table += [_std_conv(f"{n}conv{r}/", f"{b}conv{r}.", k, a, z),
+                          *_group_norm(f"{n}gn{r}/", f"{b}norm{r}.", z)]
+            cin = cout
     return table
 
 
@@ -255,6 +305,25 @@ def _dim(flat: Mapping[str, Any], key: str, axis: int) -> int:
     return shape_of(flat[key])[axis]
 
 
+def _resnet_from_official(flat: Mapping[str, Any]) -> tuple[tuple[int, ...], int] | None:
+    """A hybrid's (units per stage, width factor) read off its keys; None: no ResNet."""
+    if RESNET_ROOT_KEY not in flat:
+        return None
+    units: dict[int, set[int]] = {}
+    for m in map(RESNET_UNIT_KEY.match, flat):
+        if m:
+            units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if sorted(units) != list(range(1, len(units) + 1)) or any(
+            sorted(u) != list(range(1, len(u) + 1)) for u in units.values()):
+        raise CheckpointError(f"The ResNet's blocks/units are not numbered 1, 2, ...: "
+                              f"{ {f'block{b}': sorted(u) for b, u in sorted(units.items())} }.")
+    width, rest = divmod(_dim(flat, RESNET_ROOT_KEY, 3), RESNET_ROOT_WIDTH)
+    if rest or not width:
+        raise CheckpointError(f"{RESNET_ROOT_KEY} has {_dim(flat, RESNET_ROOT_KEY, 3)} output "
+                              f"channels, not a multiple of {RESNET_ROOT_WIDTH}.")
+    return tuple(len(units[b]) for b in sorted(units)), width
+
+
 def spec_from_official(
     flat: Mapping[str, Any], *, image_size: tuple[int, int] | None = None,
     layer_norm_eps: float | None = None, gelu_approximate: bool | None = None,
@@ -287,19 +356,24 @@ def spec_from_official(
     classifier = "token" if CLS_KEY in flat else "map" if MAP_PROBE_KEY in flat else "gap"
     registers = _dim(flat, REGISTERS_KEY, 1) if REGISTERS_KEY in flat else 0
     prefix = int(classifier == "token") + registers
+    resnet = _resnet_from_official(flat)
+    # Image pixels per token side: the patch, times the ResNet's stride for a hybrid.
+    stride = P * (ViTSpec(1, 1, 1, 1, 1, resnet_layers=resnet[0]).resnet_stride
+                  if resnet else 1)
     posemb = "learn" if POSEMB_KEY in flat else "sincos2d"
     if posemb == "learn":
         patches = _dim(flat, POSEMB_KEY, 1) - prefix
         if patches <= 0:
             raise CheckpointError(f"{POSEMB_KEY} has {patches + prefix} rows, not more than "
                                   f"the {prefix} class/register tokens.")
-        if image_size is not None and (image_size[0] // P) * (image_size[1] // P) != patches:
+        got = (image_size[0] // stride) * (image_size[1] // stride) if image_size else None
+        if image_size is not None and got != patches:
             raise CheckpointError(
                 f"{POSEMB_KEY} holds {patches} patch positions, but {image_size[0]}x"
-                f"{image_size[1]} images give {(image_size[0] // P) * (image_size[1] // P)}.")
+                f"{image_size[1]} images give {got}.")
         if image_size is None:
             rows, cols = square_grid(patches)
-            image_size = (rows * P, cols * P)
+            image_size = (rows * stride, cols * stride)
     spec_values: dict[str, Any] = dict(
         patch_size=P, hidden_size=D, num_layers=num_layers, num_heads=num_heads,
         mlp_dim=mlp_dim, image_size=tuple(image_size or (224, 224)),
@@ -309,6 +383,8 @@ def spec_from_official(
         if "pre_logits/kernel" in flat else None,
         num_registers=registers,
     )
+    if resnet:
+        spec_values.update(resnet_layers=resnet[0], resnet_width=resnet[1])
     if layer_norm_eps is not None:
         spec_values["layer_norm_eps"] = layer_norm_eps
     if gelu_approximate is not None:

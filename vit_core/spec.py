@@ -30,6 +30,11 @@ CLASSIFIERS = ("token", "gap", "map")
 POSEMBS = ("learn", "sincos2d")
 # The official code and timm's ViTs; Hugging Face's ViT configs say 1e-12.
 DEFAULT_LAYER_NORM_EPS = 1e-6
+# A hybrid's ResNet (the official `models_resnet.py`): the root block (7×7 stride-2 conv +
+# 3×3 stride-2 max pool) divides by 4, each stage after the first by 2 more.
+RESNET_ROOT_STRIDE = 4
+RESNET_ROOT_WIDTH = 64  # channels of the root conv at resnet_width=1
+GROUPNORM_GROUPS = 32  # flax nn.GroupNorm's default, as the official ResNet uses it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +62,15 @@ class ViTSpec:
       layer_norm_eps: epsilon of every LayerNorm (1e-6 official and timm; HF says 1e-12).
       gelu_approximate: True = tanh GELU (the official code and released weights), False =
         the exact erf GELU (timm, Hugging Face).
+      resnet_layers: a hybrid's ResNet (paper §3.1; the official `config.resnet.num_layers`):
+        bottleneck units per stage, e.g. (3, 4, 9) for R50+ViT-B/16; () is the root block
+        alone (AugReg's R+Ti/16); None: a plain ViT (patches of the image).
+      resnet_width: the ResNet's width factor (`config.resnet.width_factor`): the root conv
+        has 64·w channels, stage i's units 64·w·2^i (4× that out of each unit).
       variant: the variant name it came from ("B/16"), a label only (not compared).
+
+    With a ResNet, `patch_size` is the patch on its feature map (1 for R50+B/16) and
+    `total_stride` (ResNet stride × patch) the image pixels per token side.
     """
 
     patch_size: int
@@ -73,6 +86,8 @@ class ViTSpec:
     num_registers: int = 0
     layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
     gelu_approximate: bool = True
+    resnet_layers: tuple[int, ...] | None = None
+    resnet_width: int = 1
     variant: str | None = dataclasses.field(default=None, compare=False)
 
     # ----------------------------------------------------------------- derived sizes
@@ -82,9 +97,37 @@ class ViTSpec:
         return self.hidden_size // self.num_heads
 
     @property
+    def is_hybrid(self) -> bool:
+        """A ResNet before the patch embedding (paper §3.1)."""
+        return self.resnet_layers is not None
+
+    @property
+    def resnet_stride(self) -> int:
+        """Image pixels per feature-map pixel of the ResNet (1 without one)."""
+        if self.resnet_layers is None:
+            return 1
+        return RESNET_ROOT_STRIDE * 2 ** max(len(self.resnet_layers) - 1, 0)
+
+    @property
+    def resnet_channels(self) -> int:
+        """Channels of the ResNet's feature map (what the patch embedding reads); 3 without."""
+        if self.resnet_layers is None:
+            return 3
+        width = RESNET_ROOT_WIDTH * self.resnet_width
+        if not self.resnet_layers:
+            return width  # the root block alone
+        return 4 * width * 2 ** (len(self.resnet_layers) - 1)
+
+    @property
+    def total_stride(self) -> int:
+        """Image pixels per token side: the ResNet's stride times the patch size."""
+        return self.resnet_stride * self.patch_size
+
+    @property
     def grid(self) -> tuple[int, int]:
         """The (rows, columns) patch grid of `image_size`."""
-        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        s = self.total_stride
+        return (self.image_size[0] // s, self.image_size[1] // s)
 
     @property
     def num_patches(self) -> int:
@@ -125,10 +168,22 @@ class ViTSpec:
                               f"{self.num_heads}.")
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"image_size must be (height, width) > 0, got {self.image_size!r}.")
+        if self.resnet_layers is not None:
+            layers = self.resnet_layers
+            if not isinstance(layers, tuple) or any(
+                    not isinstance(n, int) or isinstance(n, bool) or n <= 0 for n in layers):
+                raise ConfigError(f"resnet_layers must be a tuple of positive unit counts per "
+                                  f"stage (or None: no ResNet), got {layers!r}.")
+        if (not isinstance(self.resnet_width, int) or isinstance(self.resnet_width, bool)
+                or self.resnet_width <= 0):
+            raise ConfigError(f"resnet_width must be a positive integer, got "
+                              f"{self.resnet_width!r}.")
         h, w = self.image_size
-        if h % self.patch_size or w % self.patch_size:
-            raise ConfigError(f"Image size {h}x{w} is not divisible by the patch size "
-                              f"{self.patch_size}.")
+        s = self.total_stride
+        if h % s or w % s:
+            what = (f"the total stride {s} (ResNet stride {self.resnet_stride} × patch size "
+                    f"{self.patch_size})" if self.is_hybrid else f"the patch size {s}")
+            raise ConfigError(f"Image size {h}x{w} is not divisible by {what}.")
         if self.classifier not in CLASSIFIERS:
             raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got "
                               f"{self.classifier!r} (config.model.classifier).")
@@ -175,14 +230,20 @@ class ViTSpec:
             num_layers=base.num_layers, num_heads=base.num_heads, mlp_dim=base.mlp_dim,
             variant=variant,
         )
+        if base.resnet_layers is not None:
+            values.update(resnet_layers=base.resnet_layers, resnet_width=base.resnet_width)
         values.update({k: v for k, v in options.items() if v is not None or k in _NULLABLE})
         values["image_size"] = _pair(values.get("image_size", (224, 224)))
+        if values.get("resnet_layers") is not None:
+            values["resnet_layers"] = _layers(values["resnet_layers"])
         return cls(**values).validate()
 
     def replace(self, **changes: Any) -> ViTSpec:
         """A validated copy with some fields changed (image_size may be an int)."""
         if "image_size" in changes:
             changes["image_size"] = _pair(changes["image_size"])
+        if changes.get("resnet_layers") is not None:
+            changes["resnet_layers"] = _layers(changes["resnet_layers"])
         return dataclasses.replace(self, **changes).validate()
 
     # ------------------------------------------------------------------------ JSON
@@ -190,6 +251,8 @@ class ViTSpec:
         """The fields as plain JSON values (image_size as a list)."""
         out = dataclasses.asdict(self)
         out["image_size"] = list(self.image_size)
+        if self.resnet_layers is not None:
+            out["resnet_layers"] = list(self.resnet_layers)
         return out
 
     def to_json(self) -> str:
@@ -219,6 +282,8 @@ class ViTSpec:
         values = dict(data)
         if "image_size" in values:
             values["image_size"] = _pair(values["image_size"])
+        if values.get("resnet_layers") is not None:
+            values["resnet_layers"] = _layers(values["resnet_layers"])
         try:
             return cls(**values).validate()
         except TypeError as e:  # a required size is missing
@@ -227,6 +292,17 @@ class ViTSpec:
 
 # Fields whose None is a value (not "keep the variant's").
 _NULLABLE = frozenset({"representation_size"})
+
+
+def _layers(layers: Any) -> tuple[int, ...]:
+    """A list (JSON, a config) of units per stage → the hashable tuple a spec holds."""
+    try:
+        return tuple(layers)
+    except TypeError:
+        raise ConfigError(f"resnet_layers must be a sequence of unit counts, got "
+                          f"{layers!r}.") from None
+
+
 def _pair(size: Any) -> tuple[int, int]:
     """An int (square) or a (H, W) sequence → (H, W)."""
     if isinstance(size, int):

@@ -50,6 +50,25 @@ VARIANTS: dict[str, tuple[str, int]] = {
     "testing": ("testing", 4),
 }
 
+# Hybrids (paper §3.1; the official `configs/models.py`): name -> (family, patch size on the
+# ResNet's feature map, ResNet units per stage). The ResNet's root block divides by 4 and
+# every stage after the first by 2 (`vit_core.spec.ViTSpec.resnet_stride`):
+#   R50+B/16  (3, 4, 9): 4·2·2 = 16, 1×1 patches (the released R50+ViT-B_16);
+#   R26+S/32, R50+L/32 (AugReg): four stages, 4·2·2·2 = 32, 1×1 patches;
+#   R+Ti/16 (AugReg's R_Ti_16): the root block alone with 8×8 patches. The official config
+#     says this makes "/16", but its root block (conv stride 2, max pool stride 2) divides
+#     by 4, so the total stride is 32 (7×7 tokens at 224; timm's vit_tiny_r_s16_p8_224
+#     agrees: 50 posemb rows).
+HYBRIDS: dict[str, tuple[str, int, tuple[int, ...]]] = {
+    "R+Ti/16": ("Ti", 8, ()),
+    "R26+S/32": ("S", 1, (2, 2, 2, 2)),
+    "R50+B/16": ("B", 1, (3, 4, 9)),
+    "R50+L/32": ("L", 1, (3, 4, 6, 3)),
+    # Not a real model: a root block, a stage without and a stage with a stride (stride 8),
+    # for unit tests.
+    "testing-hybrid": ("testing", 1, (2, 1)),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class VariantSpec:
@@ -61,13 +80,16 @@ class VariantSpec:
     num_heads: int
     mlp_dim: int
     patch_size: int
+    resnet_layers: tuple[int, ...] | None = None  # a hybrid's ResNet stages (HYBRIDS)
+    resnet_width: int = 1
 
 
 def decode_variant(name: str) -> VariantSpec:
     """Looks up a variant by name, e.g. ``"B/16"``.
 
     Args:
-      name: one of ``VARIANTS`` (``"Ti/16"``, ..., ``"H/14"``, ``"testing"``).
+      name: one of ``VARIANTS`` (``"Ti/16"``, ..., ``"H/14"``, ``"testing"``) or of
+        ``HYBRIDS`` (``"R50+B/16"``, ...).
 
     Returns:
       The variant's `VariantSpec`.
@@ -75,8 +97,12 @@ def decode_variant(name: str) -> VariantSpec:
     Raises:
       ConfigError: the name is unknown; the message lists the known names.
     """
+    if name in HYBRIDS:
+        family, patch_size, layers = HYBRIDS[name]
+        return VariantSpec(name=name, patch_size=patch_size, resnet_layers=layers,
+                           **dataclasses.asdict(WIDTHS[family]))
     if name not in VARIANTS:
-        known = ", ".join(repr(v) for v in VARIANTS)
+        known = ", ".join(repr(v) for v in (*VARIANTS, *HYBRIDS))
         raise ConfigError(f"Unknown ViT variant {name!r}. Known variants: {known}.")
     family, patch_size = VARIANTS[name]
     width = WIDTHS[family]

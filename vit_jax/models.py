@@ -5,8 +5,9 @@ Pure model code: no files, datasets, devices or optimizers here. Built from a
 the released checkpoints as the parameter table `vit_core.params` lists them (`embedding`,
 `cls`, `registers`, `Transformer/posembed_input`, `Transformer/encoderblock_{i}`,
 `Transformer/encoder_norm`, `pre_logits`, `head`; big_vision's `MAPHead_0` for the
-attention-pooling head), so `vit_jax.checkpoint` maps the official `.npz` files onto this
-tree with no renaming (only `scan=True` stacks the blocks on a leading axis).
+attention-pooling head; a hybrid's ResNet as `conv_root`, `gn_root`, `block{i}/unit{j}`),
+so `vit_jax.checkpoint` maps the official `.npz` files onto this tree with no renaming
+(only `scan=True` stacks the blocks on a leading axis).
 
 Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
 """
@@ -23,7 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_core.posemb import sincos_2d
-from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec, spec_from_config
+from vit_core.spec import (
+    DEFAULT_LAYER_NORM_EPS,
+    GROUPNORM_GROUPS,
+    RESNET_ROOT_WIDTH,
+    ViTSpec,
+    spec_from_config,
+)
 from vit_jax import ops
 from vit_jax.attention import dot_product_attention
 
@@ -59,6 +66,109 @@ class PatchEmbed(nn.Module):
         x = x.reshape(b, gh * gw, p * p * c).astype(self.dtype)  # (B, N, P*P*C)
         kernel = kernel.reshape(p * p * c, self.hidden_size).astype(self.dtype)
         return x @ kernel + bias.astype(self.dtype)  # (B, N, D)
+
+
+# The official ResNet's epsilons (`models_resnet.py`): weight standardisation divides by
+# std + 1e-5; flax's nn.GroupNorm default epsilon is 1e-6.
+STD_CONV_EPS = 1e-5
+GROUP_NORM_EPS = 1e-6
+
+
+class StdConv(nn.Module):
+    """Bias-free convolution with weight standardisation ('SAME' padding), param `kernel`.
+
+    The kernel is standardised over (H, W, C_in) per output channel: (w - mean) / (std +
+    1e-5), as the official `StdConv`; computed in float32 whatever the compute dtype.
+    """
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k = self.kernel_size
+        w = self.param("kernel", nn.initializers.lecun_normal(),
+                       (k, k, x.shape[-1], self.features))  # (k, k, C_in, C_out)
+        w = w - w.mean(axis=(0, 1, 2))
+        w = w / (w.std(axis=(0, 1, 2)) + STD_CONV_EPS)
+        return jax.lax.conv_general_dilated(
+            x.astype(self.dtype), w.astype(self.dtype), (self.strides, self.strides), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (B, H/s, W/s, C_out)
+
+
+def _group_norm(name: str, dtype: Dtype, **kwargs: Any) -> nn.GroupNorm:
+    """The official GroupNorm (32 groups, epsilon 1e-6), statistics in float32."""
+    return nn.GroupNorm(num_groups=GROUPNORM_GROUPS, epsilon=GROUP_NORM_EPS, dtype=dtype,
+                        param_dtype=jnp.float32, name=name, **kwargs)
+
+
+class ResidualUnit(nn.Module):
+    """Bottleneck unit (official `models_resnet.ResidualUnit`): 1×1 → 3×3 (strided) → 1×1
+    to 4·features, each StdConv + GroupNorm, ReLU after the sum; a projection (`conv_proj`,
+    `gn_proj`) on the shortcut where the shape changes. `gn3` starts at zero scale."""
+
+    features: int
+    strides: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        out = 4 * self.features
+        conv = functools.partial(StdConv, dtype=self.dtype)
+        residual = x
+        if x.shape[-1] != out or self.strides != 1:
+            residual = conv(out, 1, self.strides, name="conv_proj")(x)  # (B, H/s, W/s, 4F)
+            residual = _group_norm("gn_proj", self.dtype)(residual)
+        y = nn.relu(_group_norm("gn1", self.dtype)(conv(self.features, 1, name="conv1")(x)))
+        y = conv(self.features, 3, self.strides, name="conv2")(y)  # (B, H/s, W/s, F)
+        y = nn.relu(_group_norm("gn2", self.dtype)(y))
+        y = conv(out, 1, name="conv3")(y)  # (B, H/s, W/s, 4F)
+        y = _group_norm("gn3", self.dtype, scale_init=nn.initializers.zeros)(y)
+        return nn.relu(residual + y)
+
+
+class ResNetStage(nn.Module):
+    """A ResNet stage (`block{i}`): `unit1` (at `first_stride`), `unit2`, ...."""
+
+    units: int
+    features: int
+    first_stride: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        for j in range(self.units):
+            stride = self.first_stride if j == 0 else 1
+            x = ResidualUnit(self.features, stride, dtype=self.dtype, name=f"unit{j + 1}")(x)
+        return x  # (B, H/s, W/s, 4·features)
+
+
+def resnet_features(images: Array, spec: ViTSpec, dtype: Dtype) -> Array:
+    """A hybrid's ResNet v2 (official `models_vit.py`): root block (7×7 stride-2 StdConv,
+    GroupNorm, ReLU, 3×3 stride-2 max pool), then the stages `block{i}`, the first at stride
+    1 and every later one at stride 2.
+
+    Called from the model's compact `__call__`, so its modules sit at the model's top level
+    (`conv_root`, `gn_root`, `block1`, ...), as in the released files.
+
+    Args:
+      images: (B, H, W, 3).
+      spec: a hybrid spec (`resnet_layers` not None).
+      dtype: compute dtype.
+
+    Returns:
+      (B, H/s, W/s, C) the feature map, s = `spec.resnet_stride`, C = `spec.resnet_channels`.
+    """
+    width = RESNET_ROOT_WIDTH * spec.resnet_width
+    x = StdConv(width, 7, 2, dtype=dtype, name="conv_root")(images)  # (B, H/2, W/2, 64w)
+    x = nn.relu(_group_norm("gn_root", dtype)(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # (B, H/4, W/4, 64w)
+    for i, units in enumerate(spec.resnet_layers or ()):
+        x = ResNetStage(units, width * 2 ** i, 1 if i == 0 else 2, dtype=dtype,
+                        name=f"block{i + 1}")(x)  # (B, h, w, 4·64w·2^i)
+    return x
 
 
 class AddPositionEmbs(nn.Module):
@@ -388,7 +498,10 @@ class VisionTransformer(nn.Module):
         self._check_images(images)
         d = spec.hidden_size
         # --- forward_features: tokens through the encoder.
-        x = PatchEmbed(d, spec.patch_size, dtype=self.dtype, name="embedding")(images)  # (B, N, D)
+        pixels = images
+        if spec.is_hybrid:  # the patches are taken of the ResNet's feature map
+            pixels = resnet_features(images, spec, self.dtype)  # (B, H/s, W/s, C)
+        x = PatchEmbed(d, spec.patch_size, dtype=self.dtype, name="embedding")(pixels)  # (B, N, D)
         prefix = []
         if spec.has_class_token:
             prefix.append(self.param("cls", nn.initializers.zeros, (1, 1, d)))
@@ -401,7 +514,7 @@ class VisionTransformer(nn.Module):
         embedded = x
         fixed_posemb = None
         if spec.posemb == "sincos2d":
-            grid = (images.shape[1] // spec.patch_size, images.shape[2] // spec.patch_size)
+            grid = (images.shape[1] // spec.total_stride, images.shape[2] // spec.total_stride)
             table = sincos_2d(*grid, d)  # (1, N, D)
             # Zero rows for the prefix: the same sum as big_vision's posemb-then-cls.
             fixed_posemb = np.pad(table, ((0, 0), (spec.num_prefix_tokens, 0), (0, 0)))
@@ -454,10 +567,10 @@ class VisionTransformer(nn.Module):
                 f"Expected 3 colour channels in the last axis (B, H, W, 3), got {c} "
                 f"(shape {images.shape}). Grayscale images must be repeated to RGB."
             )
-        if h % self.spec.patch_size or w % self.spec.patch_size:
-            raise ValueError(
-                f"Image size {h}x{w} is not divisible by the patch size {self.spec.patch_size}."
-            )
+        s = self.spec.total_stride
+        if h % s or w % s:
+            what = "total stride (ResNet × patch)" if self.spec.is_hybrid else "patch size"
+            raise ValueError(f"Image size {h}x{w} is not divisible by the {what} {s}.")
 
 
 # The module's keywords besides the spec: how a run computes, not what the model is.

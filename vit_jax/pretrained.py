@@ -31,7 +31,7 @@ from typing import Any
 from vit_core.errors import CheckpointError, DownloadError
 from vit_core.files import read_official
 from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec
-from vit_core.variants import VARIANTS, WIDTHS
+from vit_core.variants import HYBRIDS, VARIANTS, WIDTHS, decode_variant
 from vit_jax import download, hub
 
 _VIT_MODELS = "https://storage.googleapis.com/vit_models/"
@@ -67,7 +67,7 @@ def _release(url: str, variant: str, num_classes: int, **options: Any) -> Releas
 
 def _official(path: str, variant: str) -> Release:
     if path.startswith("imagenet21k/"):  # pre-training: pre_logits of the model's width
-        width = WIDTHS[VARIANTS[variant][0]].hidden_size
+        width = decode_variant(variant).hidden_size
         return _release(_VIT_MODELS + path, variant, IN21K_CLASSES, representation_size=width)
     return _release(_VIT_MODELS + path, variant, IN1K_CLASSES,
                     image_size=224 if path.endswith("-224.npz") else 384)
@@ -90,6 +90,10 @@ RELEASES: dict[str, Release] = {
     **{f"imagenet21k/ViT-{v.replace('/', '_')}": _official(
         f"imagenet21k/ViT-{v.replace('/', '_')}.npz", v)
        for v in ("B/16", "B/32", "L/16", "L/32", "H/14")},
+    # The paper's hybrid (§3.1), released beside the ViTs.
+    "imagenet21k/R50+ViT-B_16": _official("imagenet21k/R50+ViT-B_16.npz", "R50+B/16"),
+    "imagenet21k+imagenet2012/R50+ViT-B_16": _official(
+        "imagenet21k+imagenet2012/R50+ViT-B_16.npz", "R50+B/16"),
     **{f"imagenet21k+imagenet2012/{stem}": _official(
         f"imagenet21k+imagenet2012/{stem}.npz", variant)
        for stem, variant in (("ViT-B_16", "B/16"), ("ViT-B_16-224", "B/16"),
@@ -134,6 +138,32 @@ RELEASES: dict[str, Release] = {
     "vit_large_patch16_224.augreg_in21k_ft_in1k": _augreg(
         "L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1"
         "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "L/16"),
+    # AugReg's hybrids (file names as the official README and timm's pretrained cfgs list
+    # them). R_Ti_16's 384 file is fine-tuned from the same pre-training.
+    "vit_tiny_r_s16_p8_224.augreg_in21k": _augreg(
+        "R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz", "R+Ti/16"),
+    "vit_tiny_r_s16_p8_224.augreg_in21k_ft_in1k": _augreg(
+        "R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.03-res_224.npz", "R+Ti/16"),
+    "vit_tiny_r_s16_p8_384.augreg_in21k_ft_in1k": _augreg(
+        "R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.03-res_384.npz", "R+Ti/16"),
+    "vit_small_r26_s32_224.augreg_in21k": _augreg(
+        "R26_S_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0.npz", "R26+S/32"),
+    "vit_small_r26_s32_224.augreg_in21k_ft_in1k": _augreg(
+        "R26_S_32-i21k-300ep-lr_0.001-aug_light0-wd_0.03-do_0.1-sd_0.1"
+        "--imagenet2012-steps_20k-lr_0.03-res_224.npz", "R26+S/32"),
+    "vit_small_r26_s32_384.augreg_in21k_ft_in1k": _augreg(
+        "R26_S_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.03-res_384.npz", "R26+S/32"),
+    "vit_large_r50_s32_224.augreg_in21k": _augreg(
+        "R50_L_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0.npz", "R50+L/32"),
+    "vit_large_r50_s32_224.augreg_in21k_ft_in1k": _augreg(
+        "R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1"
+        "--imagenet2012-steps_20k-lr_0.01-res_224.npz", "R50+L/32"),
+    "vit_large_r50_s32_384.augreg_in21k_ft_in1k": _augreg(
+        "R50_L_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0"
+        "--imagenet2012-steps_20k-lr_0.01-res_384.npz", "R50+L/32"),
     "i1k-s16-90ep": _big_vision_s16("vit_s16_i1k_90ep.npz"),
     "i1k-s16-150ep": _big_vision_s16("vit_s16_i1k_150ep.npz"),
     "i1k-s16-300ep": _big_vision_s16("vit_s16_i1k_300ep.npz"),
@@ -163,17 +193,28 @@ def model_options_of(spec: ViTSpec) -> dict[str, Any]:
       CheckpointError: the sizes match no family of vit_core/variants.py.
     """
     sizes = (spec.hidden_size, spec.num_layers, spec.num_heads, spec.mlp_dim)
-    names = [v for v, (family, _) in VARIANTS.items()
+    if spec.is_hybrid:  # a hybrid variant of that width and ResNet, else its fields
+        hybrid = [v for v, (family, _, layers) in HYBRIDS.items()
+                  if dataclasses.astuple(WIDTHS[family]) == sizes
+                  and layers == spec.resnet_layers]
+        table = {v: HYBRIDS[v][:2] for v in hybrid} or VARIANTS
+    else:
+        table = VARIANTS
+    names = [v for v, (family, _) in table.items()
              if dataclasses.astuple(WIDTHS[family]) == sizes]
     if not names:
         raise CheckpointError(
             f"The checkpoint's sizes (width, depth, heads, MLP) = {sizes} match no variant in "
             "vit_core/variants.py."
         )
-    exact = [v for v in names if VARIANTS[v][1] == spec.patch_size]
+    exact = [v for v in names if table[v][1] == spec.patch_size]
     options: dict[str, Any] = {"variant": (exact or names)[0]}
     if not exact:
         options["patch_size"] = spec.patch_size
+    if spec.is_hybrid and options["variant"] not in HYBRIDS:
+        options["resnet_layers"] = spec.resnet_layers
+    if spec.resnet_width != 1:
+        options["resnet_width"] = spec.resnet_width
     options.update(classifier=spec.classifier, representation_size=spec.representation_size)
     defaults = {"posemb": "learn", "num_registers": 0,
                 "layer_norm_eps": DEFAULT_LAYER_NORM_EPS, "gelu_approximate": True}

@@ -81,7 +81,7 @@ def attention_maps(loaded: evaluate.LoadedModel, image: np.ndarray) -> dict[str,
     attn = [np.asarray(features[f"attention_{i}"][0], np.float64)
             for i in range(model.num_layers)]  # L × (K, N, N)
     prefix = 1 if model.classifier == "token" else 0  # the class token comes first
-    grid = size // model.patch_size
+    grid = size // model.spec.total_stride  # image pixels per token (ResNet × patch)
     last = attn[-1]
     heads = last[:, 0, prefix:] if prefix else last.mean(axis=1)  # (K, gh*gw)
     heads = heads / heads.sum(axis=-1, keepdims=True)

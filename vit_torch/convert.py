@@ -21,7 +21,7 @@ from vit_core.npz import read_npz, write_npz
 from vit_core.params import POSEMB_KEY, check_keys, official_shapes
 from vit_core.posemb import resize_posemb
 from vit_core.spec import ViTSpec
-from vit_core.variants import VARIANTS, decode_variant
+from vit_core.variants import HYBRIDS, VARIANTS, decode_variant
 from vit_torch.model import VisionTransformer
 
 
@@ -83,10 +83,13 @@ def check_variant(spec: ViTSpec, variant: str, *, heads_stored: bool = True) -> 
       ConfigError: an unknown variant name.
       CheckpointError: the sizes differ; the message gives both sets of numbers.
     """
-    if variant not in VARIANTS:
-        raise ConfigError(f"Unknown variant {variant!r} (--variant); known: {', '.join(VARIANTS)}.")
+    if variant not in VARIANTS and variant not in HYBRIDS:
+        known = ", ".join((*VARIANTS, *HYBRIDS))
+        raise ConfigError(f"Unknown variant {variant!r} (--variant); known: {known}.")
     want = decode_variant(variant)
     names = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+    if spec.is_hybrid or want.resnet_layers is not None:  # a hybrid's ResNet must match too
+        names += ("resnet_layers",)
     compared = [n for n in names if heads_stored or n != "num_heads"]
     if any(getattr(spec, n) != getattr(want, n) for n in compared):
         have = ", ".join(f"{n} {getattr(spec, n) if n in compared else 'not stored'}"

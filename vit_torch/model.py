@@ -5,8 +5,10 @@ Computes exactly the function of the Flax model, built from the same `vit_core.s
 timm's parameter names (`patch_embed.proj`, `cls_token`, `reg_token`, `pos_embed`,
 `blocks.{i}.attn.qkv`, ...; the MAP head
 as timm's `AttentionPoolLatent`: `attn_pool.latent`, `attn_pool.q`, `attn_pool.kv`,
-`attn_pool.proj`, `attn_pool.norm`, `attn_pool.mlp.fc1/fc2`), so timm users can read its
-state dicts. The parameter table `vit_core.params` maps them onto the official `.npz` layout.
+`attn_pool.proj`, `attn_pool.norm`, `attn_pool.mlp.fc1/fc2`; a hybrid's ResNet as timm's
+`patch_embed.backbone.stem.*` / `patch_embed.backbone.stages.{i}.blocks.{j}.*`), so timm
+users can read its state dicts. The parameter table `vit_core.params` maps them onto the
+official `.npz` layout.
 No jax or flax import, directly or indirectly: the variant table and the sincos2d
 position embedding (`vit_core.posemb`) are numpy-only.
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vit_core.posemb import sincos_2d
-from vit_core.spec import ViTSpec
+from vit_core.spec import GROUPNORM_GROUPS, RESNET_ROOT_WIDTH, ViTSpec
 
 # Std of a standard normal truncated to [-2, 2]; flax's truncated lecun_normal divides by it
 # so that the *truncated* samples have variance 1/fan_in.
@@ -55,6 +57,132 @@ class PatchEmbed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.proj(x)  # (B, D, H/P, W/P)
         # Row-major flatten of the grid: the token order of the Flax reshape.
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+# The official ResNet's epsilons (as `vit_jax.models`): weight standardisation divides by
+# std + 1e-5, GroupNorm adds 1e-6. (timm's hybrids use 1e-8 inside the square root and 1e-5.)
+STD_CONV_EPS = 1e-5
+GROUP_NORM_EPS = 1e-6
+
+
+def _same_pad(x: Tensor, k: int, s: int, value: float = 0.0) -> Tensor:
+    """TensorFlow/Flax 'SAME' padding of (B, C, H, W) for a k×k window at stride s (the
+    extra pixel of an odd total goes after, as XLA pads)."""
+    pads = []
+    for size in (x.shape[3], x.shape[2]):  # F.pad's order: last axis first
+        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value) if any(pads) else x
+
+
+class StdConv2d(nn.Conv2d):
+    """Bias-free weight-standardised conv with 'SAME' padding (the official `StdConv`):
+    each output channel's kernel becomes (w - mean) / (std + 1e-5)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1) -> None:
+        super().__init__(cin, cout, k, stride=stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight  # (C_out, C_in, k, k)
+        w = w - w.mean(dim=(1, 2, 3), keepdim=True)
+        w = w / (w.std(dim=(1, 2, 3), keepdim=True, correction=0) + STD_CONV_EPS)
+        x = _same_pad(x, self.kernel_size[0], self.stride[0])
+        return F.conv2d(x, w, stride=self.stride)  # (B, C_out, H/s, W/s)
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(GROUPNORM_GROUPS, channels, eps=GROUP_NORM_EPS)
+
+
+class Downsample(nn.Module):
+    """A unit's shortcut projection (`conv_proj`, `gn_proj`): timm's `downsample`."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv = StdConv2d(cin, cout, 1, stride)
+        self.norm = _group_norm(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv(x))  # (B, C_out, H/s, W/s)
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck unit (official `ResidualUnit`, timm's non-preact `Bottleneck` names)."""
+
+    def __init__(self, cin: int, mid: int, stride: int) -> None:
+        super().__init__()
+        cout = 4 * mid
+        needs_projection = cin != cout or stride != 1
+        self.downsample = Downsample(cin, cout, stride) if needs_projection else None
+        self.conv1, self.norm1 = StdConv2d(cin, mid, 1), _group_norm(mid)
+        self.conv2, self.norm2 = StdConv2d(mid, mid, 3, stride), _group_norm(mid)
+        self.conv3, self.norm3 = StdConv2d(mid, cout, 1), _group_norm(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)  # (B, 4F, H/s, W/s)
+        y = F.relu(self.norm1(self.conv1(x)))  # (B, F, H, W)
+        y = F.relu(self.norm2(self.conv2(y)))  # (B, F, H/s, W/s)
+        y = self.norm3(self.conv3(y))  # (B, 4F, H/s, W/s)
+        return F.relu(shortcut + y)
+
+
+class Stem(nn.Module):
+    """The root block: 7×7 stride-2 StdConv, GroupNorm, ReLU, 3×3 stride-2 'SAME' max pool."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = StdConv2d(3, width, 7, 2)
+        self.norm = _group_norm(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.norm(self.conv(x)))  # (B, 64w, H/2, W/2)
+        # -inf padding: the padded pixels never win the max (flax pads max_pool with -inf).
+        return F.max_pool2d(_same_pad(x, 3, 2, -math.inf), 3, 2)  # (B, 64w, H/4, W/4)
+
+
+class Stage(nn.Module):
+    def __init__(self, cin: int, mid: int, units: int, stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*(Bottleneck(cin if j == 0 else 4 * mid, mid,
+                                                 stride if j == 0 else 1)
+                                      for j in range(units)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x)
+
+
+class ResNet(nn.Module):
+    """A hybrid's ResNet v2 with timm's `ResNetV2` names (`stem`, `stages.{i}.blocks.{j}`)."""
+
+    def __init__(self, layers: tuple[int, ...], width_factor: int) -> None:
+        super().__init__()
+        width = RESNET_ROOT_WIDTH * width_factor
+        self.stem = Stem(width)
+        stages, cin = [], width
+        for i, units in enumerate(layers):
+            stages.append(Stage(cin, width * 2 ** i, units, 1 if i == 0 else 2))
+            cin = 4 * width * 2 ** i
+        self.stages = nn.Sequential(*stages)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x))  # (B, C, H/s, W/s)
+
+
+class HybridEmbed(nn.Module):
+    """ResNet feature map → P×P patches → tokens: timm's `HybridEmbed` names (`backbone`,
+    `proj`); the root block alone is the backbone itself (timm's `R+Ti/16` layout)."""
+
+    def __init__(self, spec: ViTSpec) -> None:
+        super().__init__()
+        layers = spec.resnet_layers or ()
+        self.backbone = (ResNet(layers, spec.resnet_width) if layers
+                         else Stem(RESNET_ROOT_WIDTH * spec.resnet_width))
+        p = spec.patch_size
+        self.proj = nn.Conv2d(spec.resnet_channels, spec.hidden_size, kernel_size=p, stride=p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.proj(self.backbone(x))  # (B, D, H/S, W/S), S the total stride
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
@@ -206,7 +334,7 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = spec.num_prefix_tokens
         d, eps = spec.hidden_size, spec.layer_norm_eps
 
-        self.patch_embed = PatchEmbed(spec.patch_size, d)
+        self.patch_embed = HybridEmbed(spec) if spec.is_hybrid else PatchEmbed(spec.patch_size, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if spec.has_class_token else None
         self.reg_token = (
             nn.Parameter(torch.zeros(1, spec.num_registers, d)) if spec.num_registers else None
@@ -243,8 +371,16 @@ class VisionTransformer(nn.Module):
         """(Re)initialises every parameter like the official Flax code (scale, not values)."""
         d = self.hidden_size
         proj = self.patch_embed.proj
-        _lecun_normal_(proj.weight, fan_in=proj.weight[0].numel())  # fan_in = 3·P·P
+        _lecun_normal_(proj.weight, fan_in=proj.weight[0].numel())  # fan_in = C·P·P
         nn.init.zeros_(proj.bias)
+        for m in self.patch_embed.modules():  # a hybrid's ResNet: flax's conv/GroupNorm
+            if isinstance(m, StdConv2d):
+                _lecun_normal_(m.weight, fan_in=m.weight[0].numel())
+            elif isinstance(m, nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            if isinstance(m, Bottleneck):  # the official `gn3` scale_init=zeros
+                nn.init.zeros_(m.norm3.weight)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
         if self.reg_token is not None:  # as the Flax model: normal(0.02), like posembs
@@ -294,9 +430,10 @@ class VisionTransformer(nn.Module):
                 f"Expected 3 colour channels in axis 1 (B, 3, H, W), got {c} (shape "
                 f"{tuple(x.shape)}). NHWC input must be permuted; grayscale repeated to RGB."
             )
-        p = self.patch_size
+        p = self.spec.total_stride  # image pixels per token side
         if h % p or w % p:
-            raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {p}.")
+            what = "total stride (ResNet × patch)" if self.spec.is_hybrid else "patch size"
+            raise ValueError(f"Image size {h}x{w} is not divisible by the {what} {p}.")
         if self.pos_embed is not None and (h // p, w // p) != self.grid_size:
             raise ValueError(
                 f"Images of {h}x{w} give a {h // p}x{w // p} patch grid, but the position "
@@ -323,7 +460,8 @@ class VisionTransformer(nn.Module):
             posemb = self.pos_embed  # (1, N, D)
         else:
             # big_vision adds sincos2d to the patch tokens only: a zero row for the class token.
-            grid = (images.shape[2] // self.patch_size, images.shape[3] // self.patch_size)
+            s = self.spec.total_stride
+            grid = (images.shape[2] // s, images.shape[3] // s)
             table = torch.tensor(sincos_2d(*grid, self.hidden_size), device=x.device)
             # float32 like `pos_embed`, so that autocast promotes the sum alike in both cases.
             posemb = F.pad(table, (0, 0, self.num_prefix_tokens, 0))  # (1, N, D)
