@@ -3,7 +3,7 @@
 Each variant replaces `vit_jax.models.MultiHeadAttention.__call__` while a step is traced,
 keeping the parameter tree (query/key/value/out, checkpoint layout) unchanged, so every
 variant runs on the same params and is checked against the unpatched model. Steps are the
-real `vit_jax.benchmark.JaxRunner` steps; all variants and eager PyTorch are timed
+real `vit_jax.benchmark_runners.JaxRunner` steps; all variants and eager PyTorch are timed
 interleaved in one process, so machine noise hits them alike.
 
     python benchmarks/cpu_variants.py --variant Ti/16 --variants base,xla_dpa --rounds 8
@@ -27,7 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
-from vit_jax import attention, benchmark, models
+from vit_jax import attention, models
+from vit_jax.benchmark_runners import JaxRunner, Options
+from vit_torch.benchmark import TorchRunner
 
 _ORIGINAL = models.MultiHeadAttention
 
@@ -112,7 +114,7 @@ def patched(name: str) -> Iterator[None]:
         models.MultiHeadAttention = _ORIGINAL
 
 
-def check_same_function(opts: benchmark.Options, names: list[str]) -> None:
+def check_same_function(opts: Options, names: list[str]) -> None:
     """Asserts every variant computes the base model's logits on the same params."""
     model = models.create_model(opts.variant, num_classes=opts.num_classes)
     x = jax.random.uniform(jax.random.key(1), (2, opts.image_size, opts.image_size, 3))
@@ -124,7 +126,7 @@ def check_same_function(opts: benchmark.Options, names: list[str]) -> None:
         np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-4, err_msg=name)
 
 
-def shard_over_devices(runner: benchmark.JaxRunner) -> None:
+def shard_over_devices(runner: JaxRunner) -> None:
     """Data parallelism over the (fake) CPU devices: batch split, state replicated."""
     from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
@@ -145,7 +147,7 @@ def main() -> None:
                    help="Variants to also run with the batch split over all CPU devices "
                         "(XLA_FLAGS=--xla_force_host_platform_device_count=2), as NAME@dp.")
     a = p.parse_args()
-    opts = benchmark.Options(variant=a.variant, batch_size=a.batch_size)
+    opts = Options(variant=a.variant, batch_size=a.batch_size)
     names, modes = a.variants.split(","), a.modes.split(",")
     check_same_function(opts, names)
     runners: dict[str, Any] = {}
@@ -153,13 +155,14 @@ def main() -> None:
     for label in names + dp:
         name = label.removesuffix("@dp")
         with patched(name):
-            runners[label] = benchmark.JaxRunner(opts)
+            runners[label] = JaxRunner(opts)
             if label.endswith("@dp"):
                 shard_over_devices(runners[label])
             for mode in modes:
                 runners[label].prepare(mode, warmup=1)
     if not a.no_torch:
-        runners["torch"] = benchmark.TorchRunner(opts)
+        runners["torch"] = TorchRunner(opts.variant, opts.image_size, opts.batch_size,
+                                       opts.num_classes, opts.dtype)
         for mode in modes:
             runners["torch"].prepare(mode, warmup=1)
     times: dict[tuple[str, str], list[float]] = {(n, m): [] for n in runners for m in modes}

@@ -8,8 +8,9 @@
 #   device tool:    run(command="bash benchmarks/gpu.sh", carry=["benchmarks/.whl"],
 #                       timeout_s=580)
 #   elsewhere:      OUT=/tmp/vit_gpu bash benchmarks/gpu.sh
-# Results: $OUT/gpu_<variant>_<attention>.json (one per run), $OUT/gpu_table.md (the combined
-# table, also printed), $OUT/gpu_log.txt (everything printed).
+# Results: $OUT/gpu_<variant>_<attention>.json (one per run), $OUT/memory_B16.json (XLA's
+# memory analysis per remat policy, python -m benchmarks.memory), $OUT/gpu_table.md (the
+# combined table, also printed), $OUT/gpu_log.txt (everything printed).
 # Knobs (environment): PEAK_TFLOPS (MFU denominator; default: a bf16 8192³ matmul measured
 # in each run), B16_BATCH (default 256), TI16_BATCH (default 256), STEPS (default 5),
 # ALLOW_CPU=1 (smoke-test the script on a CPU machine, with tiny batches).
@@ -50,7 +51,7 @@ run() {
   local json="$OUT/gpu_${name}.json" log="$OUT/.run_${name}.log"
   for attempt in 1 2; do
     echo; echo "=== $name batch $batch ($((SECONDS - T0)) s elapsed)"
-    timeout -k 10 "$limit" $PY -m vit_jax.benchmark --dtype bfloat16 --image-size 224 \
+    timeout -k 10 "$limit" $PY -m benchmarks.speed --dtype bfloat16 --image-size 224 \
       --mode both --batch-size "$batch" --steps "${STEPS:-5}" --warmup 2 --repeats 3 \
       ${PEAK_TFLOPS:+--peak-tflops $PEAK_TFLOPS} --json "$json" "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
@@ -80,6 +81,13 @@ run Ti16_cudnn 120 "$TI16" --variant Ti/16 --scan --attention cudnn --frameworks
   || fw=jax,torch
 run Ti16_xla 90 "$TI16" --variant Ti/16 --scan --attention xla --frameworks $fw
 
-# --- 3. One table.
+# --- 3. Memory without running (XLA's buffer assignment of the compiled step on this GPU,
+# JAX's residuals, the twin's saved tensors) for the remat policies, unrolled and scanned.
+echo; echo "=== memory ($((SECONDS - T0)) s elapsed)"
+timeout -k 10 150 $PY -m benchmarks.memory --variant B/16 --batch-size "$B16" \
+  --dtype bfloat16 --scan false,true --remat-policy default,dots,none \
+  --json "$OUT/memory_B16.json" || echo "memory run failed"
+
+# --- 4. One table.
 echo; echo "=== summary ($((SECONDS - T0)) s elapsed)"
 $PY benchmarks/summarize.py "$OUT"/gpu_*.json | tee "$OUT/gpu_table.md"

@@ -1,4 +1,4 @@
-"""Prints one markdown table from several `python -m vit_jax.benchmark --json` files.
+"""Prints one markdown table from several `python -m benchmarks.speed --json` files.
 
     python benchmarks/summarize.py out/*.json
 """
@@ -13,7 +13,7 @@ def rows(path: str) -> list[list[str]]:
     """Table rows (one per framework and mode) of one benchmark JSON file.
 
     Args:
-      path: a file written by `python -m vit_jax.benchmark --json`.
+      path: a file written by `python -m benchmarks.speed --json` (or vit_jax.benchmark).
 
     Returns:
       Rows of cell strings, in the column order of `HEADER`.

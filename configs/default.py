@@ -40,7 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
     # None: vit_jax/attention.py softmax attention (fastest measured on CPU); "xla" or
     # "cudnn" (GPU flash, tokens padded to a multiple of 16): jax.nn.dot_product_attention.
     config.model.attention_impl = ml_collections.FieldReference(None, field_type=str)
-    config.model.remat = False
+    config.model.remat = False  # True: as remat_policy="none"
+    # What each block keeps for its backward pass: "default" (all autodiff saves), "none"
+    # (nothing; recomputed) or "dots" (Dense outputs). Trade-off measured in the README.
+    config.model.remat_policy = "default"
     config.model.scan = False
     config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
     config.model.head_bias_init = 0.0

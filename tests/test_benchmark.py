@@ -49,9 +49,10 @@ def test_macs_agree_with_xla_cost_analysis(kwargs: dict) -> None:
 
 def test_end_to_end_both_frameworks(tmp_path, capsys) -> None:
     pytest.importorskip("torch")
-    pytest.importorskip("vit_torch")
+    from benchmarks import speed  # vit_jax imports no torch: the twin joins here
+
     out = tmp_path / "bench.json"
-    benchmark.main(["--variant", "testing", "--image-size", "32", "--batch-size", "2",
+    speed.main(["--variant", "testing", "--image-size", "32", "--batch-size", "2",
                     "--steps", "1", "--warmup", "0", "--repeats", "1",
                     "--frameworks", "jax,torch", "--peak-tflops", "1.0", "--json", str(out)])
     result = json.loads(out.read_text())
@@ -76,3 +77,15 @@ def test_end_to_end_both_frameworks(tmp_path, capsys) -> None:
 def test_cli_rejects_unknown_framework() -> None:
     with pytest.raises(SystemExit):
         benchmark.main(["--variant", "testing", "--frameworks", "mxnet"])
+
+
+def test_jax_only_with_a_remat_policy(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    benchmark.main(["--variant", "testing", "--image-size", "32", "--batch-size", "2",
+                    "--steps", "1", "--warmup", "0", "--repeats", "1", "--mode", "train",
+                    "--remat-policy", "dots", "--peak-tflops", "1.0", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert list(result["results"]) == ["jax"] and result["options"]["remat_policy"] == "dots"
+    assert "remat_policy=dots" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # torch is timed by benchmarks.speed, not vit_jax
+        benchmark.main(["--variant", "testing", "--frameworks", "jax,torch"])

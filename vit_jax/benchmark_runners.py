@@ -1,9 +1,9 @@
 """The steps that `vit_jax.benchmark` times: one `Runner` per framework.
 
 `JaxRunner` jits `vit_jax.steps.make_train_step` (forward, backward, clip, AdamW) with the
-state donated, and the inference forward; `TorchRunner` does the same work eagerly on
-`vit_torch` (or under `torch.compile`). Each framework is imported only when its runner is
-built, so either side can be benchmarked without the other installed.
+state donated, and the inference forward. The PyTorch twin's runner, which does the same
+work eagerly or under `torch.compile`, is `vit_torch.benchmark.TorchRunner`: vit_jax never
+imports torch, and `python -m benchmarks.speed` runs both in one process.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from configs import default as default_config
@@ -29,11 +30,12 @@ class Options:
     mode: str = "both"
     attention: str = "default"
     remat: bool = False
+    remat_policy: str = "default"
     scan: bool = False
     steps: int = 5
     warmup: int = 2
     repeats: int = 3
-    frameworks: tuple[str, ...] = ("jax", "torch")
+    frameworks: tuple[str, ...] = ("jax",)
     torch_compile: bool = False
     peak_tflops: float | None = None
     num_classes: int = 1000
@@ -73,12 +75,15 @@ class Runner(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {}
 
+    @abc.abstractmethod
+    def matmul_peak(self, dtype: str) -> dict[str, float]:
+        """The dense matmul rate of this runner's framework and device (MFU denominator)."""
+
 
 class JaxRunner(Runner):
     """`vit_jax.steps.make_train_step` and the inference forward, each jitted once."""
 
     def __init__(self, opts: Options) -> None:
-        # Imported here, not at the top: the torch side runs without JAX installed.
         import jax
         import jax.numpy as jnp
 
@@ -88,10 +93,11 @@ class JaxRunner(Runner):
         config = default_config.get_config()
         m = config.model
         m.variant, m.dtype, m.remat, m.scan = opts.variant, opts.dtype, opts.remat, opts.scan
+        m.remat_policy = opts.remat_policy
         m.attention_impl = None if opts.attention == "default" else opts.attention
         config.image_size, config.batch_size = opts.image_size, opts.batch_size
         config.optimizer, config.weight_decay, config.grad_clip_norm = "adamw", 1e-4, 1.0
-        model = models.model_from_config(config.model, opts.num_classes)
+        model = models.model_from_config(config.model, opts.num_classes, config.image_size)
         tx, schedule = optim.create_optimizer(config, total_steps=1_000_000)
         self.state = jax.jit(lambda: TrainState.create(model, tx, config))()
         key_img, key_lab = jax.random.split(jax.random.key(0))
@@ -162,80 +168,12 @@ class JaxRunner(Runner):
         return {"version": self._jax.__version__, "backend": self._jax.default_backend(),
                 "device": dev.device_kind, "donate_state": True}
 
+    def matmul_peak(self, dtype: str) -> dict[str, float]:
+        from vit_jax import flops
 
-class TorchRunner(Runner):
-    """The same steps in eager PyTorch (or with `torch.compile(model)`)."""
-
-    def __init__(self, opts: Options, compile_model: bool = False) -> None:
-        # Imported here, not at the top: the JAX side runs without torch installed.
-        import torch
-        import torch.nn.functional as F
-
-        from vit_torch.model import create_model
-
-        self._torch = torch
-        self.cuda = torch.cuda.is_available()
-        dev = "cuda" if self.cuda else "cpu"
-        torch.manual_seed(0)
-        self.model = create_model(
-            opts.variant, num_classes=opts.num_classes, img_size=opts.image_size).to(dev)
-        # Weight decay on matrices only, like the JAX mask on `.../kernel`.
-        decay = [p for n, p in self.model.named_parameters() if n.endswith("weight")
-                 and p.ndim >= 2]
-        rest = [p for n, p in self.model.named_parameters() if not (n.endswith("weight")
-                                                                   and p.ndim >= 2)]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
-                                      {"params": rest, "weight_decay": 0.0}], lr=1e-3)
-        self.forward = torch.compile(self.model) if compile_model else self.model
-        self.compiled = compile_model
-        gen = torch.Generator().manual_seed(0)
-        shape = (opts.batch_size, 3, opts.image_size, opts.image_size)  # NCHW
-        self.images = (torch.rand(shape, generator=gen) * 2 - 1).to(dev)
-        self.labels = torch.randint(0, opts.num_classes, (opts.batch_size,), generator=gen).to(dev)
-        bf16 = opts.dtype == "bfloat16"
-        self.autocast = lambda: torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16)
-        self._ce = F.cross_entropy
-
-    def step(self, mode: str) -> None:
-        torch = self._torch
-        if mode == "train":
-            self.model.train()
-            with self.autocast():
-                logits = self.forward(self.images)
-            loss = self._ce(logits.float(), self.labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-        else:
-            self.model.eval()
-            with torch.inference_mode(), self.autocast():
-                self.forward(self.images)
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def prepare(self, mode: str, warmup: int) -> dict[str, Any]:
-        if self.cuda:
-            self._torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        self.step(mode)  # torch.compile compiles here
-        info: dict[str, Any] = {"first_step_s": time.perf_counter() - t0}
-        for _ in range(warmup):
-            self.step(mode)
-        if self.compiled:
-            info["compile_s"] = info["first_step_s"]
-        if self.cuda:
-            info["device_peak_bytes"] = int(self._torch.cuda.max_memory_allocated())
-        return info
-
-    def describe(self) -> dict[str, Any]:
-        torch = self._torch
-        return {"version": torch.__version__, "threads": torch.get_num_threads(),
-                "device": torch.cuda.get_device_name() if self.cuda else "cpu",
-                "compile": self.compiled, "bf16": "torch.autocast, float32 parameters",
-                "sdpa": "F.scaled_dot_product_attention, default backend choice",
-                "optimizer": "torch.optim.AdamW (default implementation)"}
+        return flops.matmul_peak_flops(dtype)
 
 
-RUNNERS = {"jax": JaxRunner, "torch": TorchRunner,
-           "torch-compile": lambda opts: TorchRunner(opts, compile_model=True)}
+# Name → runner factory. vit_jax imports no torch: `python -m benchmarks.speed` adds the
+# PyTorch twin's runners (vit_torch.benchmark) to these.
+RUNNERS: dict[str, Callable[[Options], Runner]] = {"jax": JaxRunner}

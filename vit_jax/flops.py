@@ -94,15 +94,14 @@ def step_flops(variant: str, image_size: int, batch_size: int, mode: str, **kwar
 
 
 def matmul_peak_flops(
-    framework: str, dtype: str, *, size: int | None = None, min_time: float = 1.0
+    dtype: str, *, size: int | None = None, min_time: float = 1.0
 ) -> dict[str, float]:
-    """Measures the dense matmul rate of the default device (the MFU denominator).
+    """Measures the dense matmul rate of JAX's default device (the MFU denominator).
 
     One square `size`³ product, repeated for at least `min_time` seconds after a warm-up,
-    blocking on every product.
+    blocking on every product. (The PyTorch twin's is `vit_torch.benchmark.matmul_peak_flops`.)
 
     Args:
-      framework: "jax" or "torch" (the device torch benchmarks on: CUDA if available).
       dtype: "float32" or "bfloat16".
       size: matrix side; default 8192 on GPU, 1536 on CPU.
       min_time: seconds of timed products.
@@ -110,39 +109,20 @@ def matmul_peak_flops(
     Returns:
       {"tflops": best-of-runs rate, "size": side, "seconds": time of one product}.
     """
-    if framework == "jax":
-        import jax
-        import jax.numpy as jnp
+    import jax
+    import jax.numpy as jnp
 
-        gpu = jax.default_backend() != "cpu"
-        size = size or (8192 if gpu else 1536)
-        a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
-        b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
-        f = jax.jit(jnp.matmul)
-
-        def product() -> None:
-            f(a, b).block_until_ready()
-    else:
-        import torch
-
-        gpu = torch.cuda.is_available()
-        dev = "cuda" if gpu else "cpu"
-        size = size or (8192 if gpu else 1536)
-        tdtype = getattr(torch, dtype)
-        a = torch.randn(size, size, device=dev, dtype=tdtype)
-        b = torch.randn(size, size, device=dev, dtype=tdtype)
-
-        def product() -> None:
-            torch.matmul(a, b)
-            if gpu:
-                torch.cuda.synchronize()
-
+    gpu = jax.default_backend() != "cpu"
+    size = size or (8192 if gpu else 1536)
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))  # (S, S)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))  # (S, S)
+    f = jax.jit(jnp.matmul)
     for _ in range(3):
-        product()
+        f(a, b).block_until_ready()
     best, total, calls = float("inf"), 0.0, 0
     while total < min_time or calls < 5:
         t0 = time.perf_counter()
-        product()
+        f(a, b).block_until_ready()
         dt = time.perf_counter() - t0
         best, total, calls = min(best, dt), total + dt, calls + 1
     return {"tflops": 2 * size**3 / best / 1e12, "size": size, "seconds": best}

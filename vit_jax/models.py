@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_core.errors import ConfigError
 from vit_core.posemb import sincos_2d
 from vit_core.spec import (
     DEFAULT_LAYER_NORM_EPS,
@@ -41,6 +42,12 @@ Array = jax.Array
 _xavier = nn.initializers.xavier_uniform()
 _posemb_init = nn.initializers.normal(stddev=0.02)
 _mlp_bias_init = nn.initializers.normal(stddev=1e-6)
+# What a block keeps for its backward pass (`config.model.remat_policy`); the trade-off
+# measured with `python -m vit_jax.memory` is in the README. "default": no rematerialisation
+# (everything autodiff saves; with `remat=True`, as "none"); "none": save nothing, recompute
+# the block; "dots": save the outputs of the matmuls without batch dimensions (the Dense
+# layers), recompute the rest.
+REMAT_POLICIES = ("default", "none", "dots")
 
 
 class PatchEmbed(nn.Module):
@@ -328,6 +335,18 @@ class Encoder1DBlock(nn.Module):
         return x, (x, weights)
 
 
+def _checkpoint_policy(remat: bool, policy: str) -> Callable[..., bool] | None:
+    """The `jax.checkpoint` policy of a block, or None for no rematerialisation."""
+    if policy not in REMAT_POLICIES:
+        raise ConfigError(f"remat_policy must be one of {REMAT_POLICIES}, got {policy!r} "
+                          "(config.model.remat_policy).")
+    if policy == "dots":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    if policy == "none" or remat:
+        return jax.checkpoint_policies.nothing_saveable
+    return None
+
+
 class Encoder(nn.Module):
     """Position embedding, `num_layers` blocks and the final LayerNorm (`Transformer`).
 
@@ -346,6 +365,7 @@ class Encoder(nn.Module):
     layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
     attention_impl: str | None = None
     remat: bool = False
+    remat_policy: str = "default"
     scan: bool = False
     dtype: Dtype = jnp.float32
 
@@ -362,8 +382,13 @@ class Encoder(nn.Module):
         # Stochastic depth grows linearly with depth (DeiT / timm convention).
         drop_rates = np.linspace(0.0, self.stochastic_depth, self.num_layers).tolist()
         block_cls: Callable[..., nn.Module] = Encoder1DBlock
-        if self.remat:
-            block_cls = nn.remat(block_cls, prevent_cse=not self.scan)
+        policy = _checkpoint_policy(self.remat, self.remat_policy)
+        # A per-layer rate array only with stochastic depth: a traced 0.0 would run drop-path
+        # (a mask per block, kept for the backward pass) for nothing.
+        rate_array = self.scan and bool(self.stochastic_depth)
+        if policy is not None:
+            block_cls = nn.remat(block_cls, prevent_cse=not self.scan, policy=policy,
+                                 static_argnums=() if rate_array else (2,))  # (self, x, rate)
         block_kwargs = dict(
             num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
@@ -376,11 +401,10 @@ class Encoder(nn.Module):
             # Params gain a leading layer axis; checkpoint.py unstacks them for the npz.
             scanned = nn.scan(
                 block_cls, variable_axes={"params": 0},
-                split_rngs={"params": True, "dropout": True}, in_axes=0, length=self.num_layers,
+                split_rngs={"params": True, "dropout": True},
+                in_axes=0 if rate_array else nn.broadcast, length=self.num_layers,
             )
-            rates = jnp.asarray(drop_rates, jnp.float32) if self.stochastic_depth else None
-            if rates is None:
-                rates = jnp.zeros((self.num_layers,), jnp.float32)
+            rates = jnp.asarray(drop_rates, jnp.float32) if rate_array else 0.0
             x, (hidden, weights) = scanned(**block_kwargs, name="encoderblock")(x, rates)
             hidden_states = list(hidden)  # num_layers × (B, N, D)
             attn = list(weights) if return_weights else [None] * self.num_layers
@@ -438,7 +462,11 @@ class VisionTransformer(nn.Module):
       stochastic_depth: the last block's drop-path rate (linear from 0 over the depth).
       attention_impl: None (vit_jax's softmax attention, hand-written backward), "xla" or
         "cudnn" (`jax.nn.dot_product_attention`); see `vit_jax.attention`.
-      remat: recompute each block's activations in the backward pass (saves memory).
+      remat: recompute each block's activations in the backward pass (saves memory);
+        the same as remat_policy="none".
+      remat_policy: what each block saves for the backward pass: "default" (everything
+        autodiff saves, or nothing with `remat`), "none" (nothing: the block is recomputed)
+        or "dots" (the Dense layers' outputs); see `REMAT_POLICIES`.
       scan: run the blocks with `nn.scan` (compile time independent of depth).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
       head_bias_init: initial head bias (the official code uses 0; -10 for fine-tuning).
@@ -450,6 +478,7 @@ class VisionTransformer(nn.Module):
     stochastic_depth: float = 0.0
     attention_impl: str | None = None
     remat: bool = False
+    remat_policy: str = "default"
     scan: bool = False
     dtype: Dtype = jnp.float32
     head_bias_init: float = 0.0
@@ -523,7 +552,8 @@ class VisionTransformer(nn.Module):
             dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth, gelu_approximate=spec.gelu_approximate,
             layer_norm_eps=spec.layer_norm_eps, attention_impl=self.attention_impl,
-            remat=self.remat, scan=self.scan, dtype=self.dtype, name="Transformer",
+            remat=self.remat, remat_policy=self.remat_policy, scan=self.scan,
+            dtype=self.dtype, name="Transformer",
         )(x, train=train, return_weights=return_attention, fixed_posemb=fixed_posemb)
         # --- pool: the class token, or the mean of / attention over the patch tokens (the
         # registers are dropped, as timm does), after the final norm.

@@ -6,9 +6,15 @@ print_saved_residuals` lists them). Inside one jitted step XLA usually fuses the
 but not across the loop of `nn.scan`, where every saved array is stacked over the
 layers: on CPU the scanned Ti/16 train step was 22% slower and took 45% more memory
 than the unrolled one (benchmarks/CPU_PERFORMANCE.md). These versions save the input
-(plus tanh for the tanh GELU; for LayerNorm, the per-token mean and 1/σ) and recompute
-the rest in the backward pass, in float32. The forward values are those of `jax.nn.gelu`
+(for LayerNorm also the per-token mean and 1/σ) and recompute the rest in the backward
+pass, in float32. The forward values are those of `jax.nn.gelu`
 and of a two-pass LayerNorm.
+
+Each backward pass starts with `jax.lax.optimization_barrier` on its residuals. Without
+it XLA computes the backward's float32 upcast of a saved bfloat16 array once, shares it
+with the forward's (CSE), and so keeps a float32 copy alive from the forward to the
+backward: XLA's memory analysis of the B/16 bf16 batch-64 train step fell from 11.39 to
+9.59 GiB with the barriers (the maths is unchanged; README, "Results").
 """
 
 from __future__ import annotations
@@ -39,20 +45,24 @@ def gelu(x: Array, approximate: bool) -> Array:
     return jax.nn.gelu(x, approximate=approximate)
 
 
+def _tanh(x: Array) -> Array:
+    """tanh(√(2/π)·(x + 0.044715·x³)), jax.nn.gelu's own expression, in x's dtype."""
+    return jnp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * (x**3)))
+
+
 def _gelu_fwd(x: Array, approximate: bool) -> tuple[Array, Any]:
     if not approximate:
-        return jax.nn.gelu(x, approximate=False), (x, None)
-    # jax.nn.gelu's own expression, with tanh kept: recomputing it in the backward pass
-    # cost 4% of the unrolled CPU train step.
-    t = jnp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * (x**3)))
-    return x * (0.5 * (1.0 + t)), (x, t)
+        return jax.nn.gelu(x, approximate=False), x
+    # Only x is saved: keeping tanh too (as until 2026-12-07) saved ~4% of the unrolled CPU
+    # train step but cost a (B, N, 4D) array per block (3.5 GiB of B/16 bf16 at batch 256).
+    return x * (0.5 * (1.0 + _tanh(x))), x
 
 
-def _gelu_bwd(approximate: bool, res: Any, dy: Array) -> tuple[Array]:
-    x, t = res
+def _gelu_bwd(approximate: bool, x: Array, dy: Array) -> tuple[Array]:
+    x = jax.lax.optimization_barrier(x)  # float32 copies not shared: module docstring
     xf = x.astype(jnp.float32)
     if approximate:
-        t = t.astype(jnp.float32)
+        t = _tanh(x).astype(jnp.float32)  # recomputed exactly as the forward made it
         du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_COEFF * xf * xf)
         grad = 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * du  # d/dx of 0.5·x·(1 + tanh u)
     else:
@@ -97,7 +107,9 @@ def _layer_norm_fwd(
 
 
 def _layer_norm_bwd(epsilon: float, res: Any, dy: Array) -> tuple[Array, Array, Array]:
-    x, mean, rstd, scale, bias = res
+    # The barrier keeps XLA from sharing the backward's float32 upcasts with the forward's
+    # (see the module docstring): measured with `python -m vit_jax.memory`.
+    x, mean, rstd, scale, bias = jax.lax.optimization_barrier(res)
     xhat = (x.astype(jnp.float32) - mean) * rstd  # recomputed, not saved
     dy = dy.astype(jnp.float32)
     g = dy * scale.astype(jnp.float32)
