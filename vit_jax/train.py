@@ -95,6 +95,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f"{model.patch_size} (config.model.patch_size, or that of variant "
             f"{config.model.variant!r}); e.g. use image_size="
             f"{max(1, round(config.image_size / model.patch_size)) * model.patch_size}.")
+    # After the init checkpoint set its options: the model that actually trains.
+    print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(model)}) "
+          f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "
+          f"{jax.device_count()} {jax.default_backend()} device(s); workdir {workdir}",
+          flush=True)
     tx, schedule = create_optimizer(config, total_steps)
     # Refuses a workdir of another config; fields it predates count as their defaults.
     store = CheckpointStore(workdir, config, defaults=default_config.get_config())
@@ -264,11 +269,6 @@ def main(argv: list[str]) -> None:
 
     def run() -> None:
         config = cli.load_config_flag()
-        model = models.model_from_config(config.model, 0, config.image_size)
-        print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(model)}) "
-              f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "
-              f"{jax.device_count()} {jax.default_backend()} device(s); workdir "
-              f"{FLAGS.workdir}", flush=True)
         result = train_and_evaluate(config, FLAGS.workdir,
                                     origin=run_plan.Origin.from_flag(FLAGS["config"]))
         if "interrupted_at_step" in result:
