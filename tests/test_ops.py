@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.ad_checkpoint import print_saved_residuals
 
+from vit_core.variants import decode_variant
 from vit_jax import models, ops
 
 
@@ -66,7 +67,7 @@ def _saved_shapes(scan: bool) -> list[str]:
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_backward_keeps_two_mlp_activations_and_no_float32_tokens(scan):
-    spec = models.decode_variant("testing")
+    spec = decode_variant("testing")
     shapes = _saved_shapes(scan)
     tokens = f"2,{(32 // spec.patch_size) ** 2 + 1}"
     mlp = [s for s in shapes if s.endswith(f",{spec.mlp_dim}]") and tokens in s]
