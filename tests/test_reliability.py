@@ -29,10 +29,10 @@ import tensorflow_datasets as tfds
 from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env, train_flags
 
 from conftest import apply_overrides, assert_bit_identical
+from vit_core import errors
 from vit_jax import (
     checkpoint,
     dataset_info,
-    errors,
     evaluate,
     input_pipeline,
     models,
