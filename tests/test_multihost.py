@@ -92,12 +92,6 @@ def written(tmp_path, name: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory) -> str:
-    """A persistent compilation cache shared by this module's subprocesses."""
-    return str(tmp_path_factory.mktemp("jax_cache"))
-
-
-@pytest.fixture(scope="module")
 def two_runs(request, tmp_path_factory, digits_dir, jax_cache):
     """The 2-process run and the 1-process, 2-device run, side by side (3 processes).
 

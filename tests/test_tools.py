@@ -12,19 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_digits_config
-from vit_jax import checkpoint, evaluate, models, plot, predict, train, visualize
+from vit_jax import checkpoint, evaluate, models, plot, predict, visualize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROB = re.compile(r"\((\d\.\d{4})\)")
 
 
-@pytest.fixture(scope="module")
-def workdir(digits_dir, tmp_path_factory):
-    """12 steps of the tiny digits model (8×8 images, 2×2 patches of 4×4)."""
-    path = str(tmp_path_factory.mktemp("tools_run"))
-    train.train_and_evaluate(tiny_digits_config(digits_dir), path)
-    return path
+@pytest.fixture
+def workdir(tiny_workdir):
+    """12 steps of the tiny digits model (8×8 images, 2×2 patches of 4×4), read only."""
+    return tiny_workdir[1]
 
 
 @pytest.fixture(scope="module")
