@@ -52,6 +52,7 @@ def test_missing_config_file_is_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow  # 2 processes of ~8 CPU-s each (imports) per case (2026-12-07)
 @pytest.mark.parametrize("flag, message", [
     ("--config.bach_size=3",
      "error: --config.bach_size: the config has no field 'bach_size'; did you mean "
@@ -110,6 +111,7 @@ def test_workdir_that_is_not_writable_is_one_line(digits_dir, tmp_path):
 
 
 @needs_unshare
+@pytest.mark.slow  # two training processes
 def test_full_disk_is_one_line_and_the_same_command_resumes(digits_dir, jax_cache, tmp_path):
     """The disk fills after the step-10 checkpoint: one error line naming the disk and that
     checkpoint; once space is freed the same command resumes from it and finishes."""

@@ -142,11 +142,8 @@ def reference(references) -> Reference:
 
 
 # ------------------------------------------------------------ 2) SIGKILL, then resume
-@pytest.mark.parametrize("name", [
-    "plain",
-    pytest.param("randaugment", marks=pytest.mark.slow),  # 3 more runs
-    pytest.param("mixup+cutmix", marks=pytest.mark.slow),
-])
+@pytest.mark.slow  # 3 training processes each (the reference, killed, resumed)
+@pytest.mark.parametrize("name", ["plain", "randaugment", "mixup+cutmix"])
 def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
         references, digits_dir, jax_cache, tmp_path, name):
     plain = references("plain")  # started now if not yet: it runs meanwhile
@@ -176,6 +173,7 @@ def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
 
 
 # ---------------------------------------------------------- 3) SIGTERM, then resume
+@pytest.mark.slow  # 2 training processes (+ the reference)
 def test_sigterm_saves_the_current_step_exits_0_and_resumes_bit_identical(
         reference, digits_dir, jax_cache, tmp_path):
     workdir = str(tmp_path / "wd")
@@ -435,6 +433,7 @@ def test_model_refuses_images_with_the_wrong_channel_count():
         input_pipeline.preprocess_for_eval(np.zeros((8, 8, 2), np.uint8), 8)
 
 
+@pytest.mark.slow  # 2 CLI processes (+ the reference)
 def test_cli_flag_error_and_user_error(reference, digits_dir, jax_cache, tmp_path):
     """Through `python -m vit_jax.train`: no traceback, non-zero exit, workdir untouched."""
     reference.params()

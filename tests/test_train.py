@@ -65,6 +65,7 @@ def test_workdir_of_another_config_is_refused(trained):
         train.train_and_evaluate(other, workdir)
 
 
+@pytest.mark.slow  # 4 runs, 4 layouts compiled: 225 s at load 12 on 2 cores (2026-12-07)
 @pytest.mark.parametrize("accum", [2])
 def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
     runs = {}
@@ -111,6 +112,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, mon
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow  # ~115 s each at load 12 on 2 cores (2026-12-07): 32x32, mock data
 @pytest.mark.parametrize("name", ["b16", "b16_finetune"])
 def test_imagenet_configs_run_under_mock_data(name, tmp_path):
     import importlib
