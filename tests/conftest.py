@@ -19,6 +19,30 @@ def digits_dir(tmp_path_factory):
     return data_dir
 
 
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    """A persistent compilation cache for every test subprocess of the session.
+
+    The training subprocesses of several files run the same programs (the digits config
+    at 8x8 on 1 or 2 CPU devices): each compiles once per session, not once per process.
+    """
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(digits_dir, tmp_path_factory):
+    """One finished run of `tiny_digits_config` (12 steps), trained once per session.
+
+    Returns (config, workdir, the result of train_and_evaluate). Shared by several files:
+    a test that changes files copies the workdir first.
+    """
+    from vit_jax import train
+
+    workdir = str(tmp_path_factory.mktemp("tiny_run"))
+    config = tiny_digits_config(digits_dir)
+    return config, workdir, train.train_and_evaluate(config, workdir)
+
+
 def tiny_digits_config(data_dir, **overrides):
     """The quick-start config shrunk to run a few steps in seconds."""
     from configs import digits

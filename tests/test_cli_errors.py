@@ -9,22 +9,24 @@ they need no root and leave nothing mounted.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 from _train_subprocess import REPO, subprocess_env, train_flags
 
-from conftest import tiny_digits_config
 from vit_core import errors
 from vit_jax import train
 
 TIMEOUT_S = 600  # a bound for a hung process, far above the normal few seconds
 
 
-def run(args: list[str], *, timeout: float = TIMEOUT_S, **env: str) -> subprocess.CompletedProcess:
+def run(args: list[str], *, timeout: float = TIMEOUT_S, jax_cache: str | None = None,
+        **env: str) -> subprocess.CompletedProcess:
     """Runs `python ARGS` from the repository root with 1 CPU device; output captured."""
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=subprocess_env(1, **env),
+    return subprocess.run([sys.executable, *args], cwd=REPO,
+                          env=subprocess_env(1, jax_cache, **env),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -50,6 +52,7 @@ def test_missing_config_file_is_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow  # 2 processes of ~8 CPU-s each (imports) per case (2026-12-07)
 @pytest.mark.parametrize("flag, message", [
     ("--config.bach_size=3",
      "error: --config.bach_size: the config has no field 'bach_size'; did you mean "
@@ -88,14 +91,14 @@ needs_unshare = pytest.mark.skipif(not unshare_available(),
                                    reason="needs `unshare -rm` (util-linux, user namespaces)")
 
 
-def in_tmpfs(script: str, size: str, tmp_path, *, timeout: float = TIMEOUT_S
-             ) -> subprocess.CompletedProcess:
+def in_tmpfs(script: str, size: str, tmp_path, *, timeout: float = TIMEOUT_S,
+             jax_cache: str | None = None) -> subprocess.CompletedProcess:
     """Runs a bash `script` with $MNT a fresh tmpfs of `size`, in its own mount namespace."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     body = f'set -u\nMNT={mnt}\nmount -t tmpfs -o size={size} tmpfs "$MNT"\n' + script
     return subprocess.run(["unshare", "-rm", "bash", "-c", body], cwd=REPO,
-                          env=subprocess_env(1, PY=sys.executable), capture_output=True,
+                          env=subprocess_env(1, jax_cache, PY=sys.executable), capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 
@@ -108,7 +111,8 @@ def test_workdir_that_is_not_writable_is_one_line(digits_dir, tmp_path):
 
 
 @needs_unshare
-def test_full_disk_is_one_line_and_the_same_command_resumes(digits_dir, tmp_path):
+@pytest.mark.slow  # two training processes
+def test_full_disk_is_one_line_and_the_same_command_resumes(digits_dir, jax_cache, tmp_path):
     """The disk fills after the step-10 checkpoint: one error line naming the disk and that
     checkpoint; once space is freed the same command resumes from it and finishes."""
     flags = " ".join(train_flags("$MNT/run", digits_dir, num_train_steps=60,
@@ -126,7 +130,7 @@ rm "$MNT/filler"
 "$PY" -m vit_jax.train {flags} > "$MNT/../out2" 2> "$MNT/../err2"; echo "second exit: $?"
 ls "$MNT/run/checkpoints"
 """
-    proc = in_tmpfs(script, "6m", tmp_path)
+    proc = in_tmpfs(script, "6m", tmp_path, jax_cache=jax_cache)
     err1 = (tmp_path / "err1").read_text().splitlines()
     assert "first exit: 2" in proc.stdout, (proc.stdout, proc.stderr, err1[-20:])
     assert len(err1) == 1, "\n".join(err1[:40])
@@ -140,25 +144,24 @@ ls "$MNT/run/checkpoints"
     assert "step     60/60" in out2 and "60" in proc.stdout.split()
 
 
-def test_evaluate_prints_its_result_and_nothing_else(digits_dir, tmp_path):
-    config = tiny_digits_config(digits_dir, num_train_steps=4)
-    train.train_and_evaluate(config, str(tmp_path / "w"))
-    proc = run(["-m", "vit_jax.evaluate", "--checkpoint", str(tmp_path / "w")])
+def test_evaluate_prints_its_result_and_nothing_else(tiny_workdir, jax_cache):
+    _, workdir, _ = tiny_workdir  # evaluating reads the workdir, writes nothing there
+    proc = run(["-m", "vit_jax.evaluate", "--checkpoint", workdir], jax_cache=jax_cache)
     assert proc.returncode == 0 and stderr_lines(proc) == [], proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:2]] == ["validation", "test"], lines
     assert set(json.loads(lines[2])) == {"validation", "test"} and len(lines) == 3
 
 
-def test_finished_run_is_not_redone(digits_dir, tmp_path, capsys):
-    config = tiny_digits_config(digits_dir, num_train_steps=4)
+def test_finished_run_is_not_redone(tiny_workdir, tmp_path, capsys):
+    config, finished, first = tiny_workdir  # the finished 12-step run, copied
     workdir = tmp_path / "w"
-    first = train.train_and_evaluate(config, str(workdir))
+    shutil.copytree(finished, workdir)
     files = {p: (workdir / p).read_bytes() for p in ("metrics.json", "history.jsonl")}
     capsys.readouterr()
     again = train.train_and_evaluate(config, str(workdir))
     assert again == json.loads(json.dumps(first))  # the saved metrics, not a new run's
-    assert "already finished (step 4)" in capsys.readouterr().out
+    assert "already finished (step 12)" in capsys.readouterr().out
     assert {p: (workdir / p).read_bytes() for p in files} == files
 
 

@@ -33,6 +33,9 @@ from _train_subprocess import (
 from conftest import assert_bit_identical
 from vit_jax import evaluate
 
+# Every test here waits for 3 training processes (the notes measured ~3 min for the file).
+pytestmark = pytest.mark.slow
+
 # 16 steps of the digits config at 8x8, global batch 16; checkpoints at 8 and 16.
 RUN: dict[str, Any] = dict(
     image_size=8, batch_size=16, num_train_steps=16, warmup_steps=2, checkpoint_every_steps=8,
@@ -89,12 +92,6 @@ def written(tmp_path, name: str) -> set[str]:
             return {os.path.basename(line.strip()) for line in f}
     except FileNotFoundError:
         return set()
-
-
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory) -> str:
-    """A persistent compilation cache shared by this module's subprocesses."""
-    return str(tmp_path_factory.mktemp("jax_cache"))
 
 
 @pytest.fixture(scope="module")

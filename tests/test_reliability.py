@@ -29,10 +29,10 @@ import tensorflow_datasets as tfds
 from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env, train_flags
 
 from conftest import apply_overrides, assert_bit_identical
+from vit_core import errors
 from vit_jax import (
     checkpoint,
     dataset_info,
-    errors,
     evaluate,
     input_pipeline,
     models,
@@ -92,10 +92,10 @@ def state_shapes(config) -> TrainState:
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory) -> str:
-    """A persistent compilation cache shared by this module's subprocesses."""
-    return str(tmp_path_factory.mktemp("jax_cache"))
+# The uninterrupted runs the interrupted ones are compared with, by name: the config
+# overrides on top of RUN.
+REFERENCE_RUNS: dict[str, dict[str, Any]] = {
+    "plain": {}, "randaugment": RANDAUGMENT, "mixup+cutmix": MIXING}
 
 
 class Reference:
@@ -118,47 +118,36 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, digits_dir, jax_cache):
-    ref = Reference(tmp_path_factory.mktemp("reference"), digits_dir, jax_cache)
+def references(tmp_path_factory, digits_dir, jax_cache):
+    """`references(name)`: the REFERENCE_RUNS run of that name, started on first request."""
+    started: dict[str, Reference] = {}
+
+    def get(name: str) -> Reference:
+        if name not in started:
+            root = tmp_path_factory.mktemp(f"reference_{name.replace('+', '_')}")
+            started[name] = Reference(root, digits_dir, jax_cache, **REFERENCE_RUNS[name])
+        return started[name]
+
     try:
-        yield ref
+        yield get
     finally:
-        ref.trainer.kill()
+        for ref in started.values():
+            ref.trainer.kill()
 
 
-@pytest.fixture(scope="module")
-def randaugment_reference(tmp_path_factory, digits_dir, jax_cache):
-    """The same uninterrupted run with RandAugment on."""
-    ref = Reference(tmp_path_factory.mktemp("reference_randaugment"), digits_dir, jax_cache,
-                    **RANDAUGMENT)
-    try:
-        yield ref
-    finally:
-        ref.trainer.kill()
-
-
-@pytest.fixture(scope="module")
-def mixup_reference(tmp_path_factory, digits_dir, jax_cache):
-    """The same uninterrupted run with Mixup and CutMix on."""
-    ref = Reference(tmp_path_factory.mktemp("mixup_reference"), digits_dir, jax_cache,
-                    **MIXING)
-    try:
-        yield ref
-    finally:
-        ref.trainer.kill()
+@pytest.fixture
+def reference(references) -> Reference:
+    """The plain uninterrupted run (RUN, no overrides)."""
+    return references("plain")
 
 
 # ------------------------------------------------------------ 2) SIGKILL, then resume
-@pytest.mark.parametrize("overrides, reference_name", [
-    pytest.param({}, "reference", id="plain"),
-    pytest.param(RANDAUGMENT, "randaugment_reference", id="randaugment",
-                 marks=pytest.mark.slow),  # 3 more runs
-    pytest.param(MIXING, "mixup_reference", id="mixup+cutmix", marks=pytest.mark.slow),
-])
+@pytest.mark.slow  # 3 training processes each (the reference, killed, resumed)
+@pytest.mark.parametrize("name", ["plain", "randaugment", "mixup+cutmix"])
 def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
-        request, digits_dir, jax_cache, tmp_path, overrides, reference_name):
-    plain = request.getfixturevalue("reference")  # started now if not yet: it runs meanwhile
-    reference = request.getfixturevalue(reference_name)
+        references, digits_dir, jax_cache, tmp_path, name):
+    plain = references("plain")  # started now if not yet: it runs meanwhile
+    reference, overrides = references(name), REFERENCE_RUNS[name]
     workdir = str(tmp_path / "wd")
     flags = train_flags(workdir, digits_dir, **RUN, **overrides)
     slow = subprocess_env(1, jax_cache, VIT_TEST_STEP_DELAY=STEP_DELAY)
@@ -184,6 +173,7 @@ def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
 
 
 # ---------------------------------------------------------- 3) SIGTERM, then resume
+@pytest.mark.slow  # 2 training processes (+ the reference)
 def test_sigterm_saves_the_current_step_exits_0_and_resumes_bit_identical(
         reference, digits_dir, jax_cache, tmp_path):
     workdir = str(tmp_path / "wd")
@@ -443,6 +433,7 @@ def test_model_refuses_images_with_the_wrong_channel_count():
         input_pipeline.preprocess_for_eval(np.zeros((8, 8, 2), np.uint8), 8)
 
 
+@pytest.mark.slow  # 2 CLI processes (+ the reference)
 def test_cli_flag_error_and_user_error(reference, digits_dir, jax_cache, tmp_path):
     """Through `python -m vit_jax.train`: no traceback, non-zero exit, workdir untouched."""
     reference.params()

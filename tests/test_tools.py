@@ -12,19 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_digits_config
-from vit_jax import checkpoint, evaluate, models, plot, predict, train, visualize
+from vit_jax import checkpoint, evaluate, models, plot, predict, visualize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROB = re.compile(r"\((\d\.\d{4})\)")
 
 
-@pytest.fixture(scope="module")
-def workdir(digits_dir, tmp_path_factory):
-    """12 steps of the tiny digits model (8×8 images, 2×2 patches of 4×4)."""
-    path = str(tmp_path_factory.mktemp("tools_run"))
-    train.train_and_evaluate(tiny_digits_config(digits_dir), path)
-    return path
+@pytest.fixture
+def workdir(tiny_workdir):
+    """12 steps of the tiny digits model (8×8 images, 2×2 patches of 4×4), read only."""
+    return tiny_workdir[1]
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +108,10 @@ def test_readme_sample_image_is_shipped_and_predicted(workdir):
         _check_top5(top, [str(i) for i in range(10)])
 
 
-def test_predict_cli_prints_top5_per_image(workdir, images):
-    run = subprocess.run(
-        [sys.executable, "-m", "vit_jax.predict", "--checkpoint", workdir, *images[:2]],
-        capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert run.returncode == 0, run.stderr
-    lines = [line for line in run.stdout.splitlines() if line.strip()]
+def test_predict_cli_prints_top5_per_image(workdir, images, capsys):
+    # In-process: what is checked is the printout (exit codes and stderr: the tests below).
+    predict.main(["--checkpoint", workdir, *images[:2]])  # returns: no SystemExit
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert [line.split(": ")[0] for line in lines] == images[:2]
     for line in lines:
         probs = [float(p) for p in PROB.findall(line)]

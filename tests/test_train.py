@@ -23,12 +23,12 @@ def _params(workdir):
     return evaluate.load_model(workdir).params
 
 
-@pytest.fixture(scope="module")
-def trained(digits_dir, tmp_path_factory):
-    """12 steps of the digits config, checkpoints every 4 steps."""
-    workdir = str(tmp_path_factory.mktemp("run"))
-    config = tiny_digits_config(digits_dir, learning_rate=3e-3)
-    return config, workdir, train.train_and_evaluate(config, workdir)
+@pytest.fixture
+def trained(tiny_workdir):
+    """12 steps of the digits config (lr 3e-3), checkpoints every 4 steps (conftest)."""
+    config, _, _ = tiny_workdir
+    assert config.learning_rate == 3e-3  # what test_workdir_of_another_config_is_refused reads
+    return tiny_workdir
 
 
 def test_train_and_evaluate_writes_everything_and_learns(trained):
@@ -83,6 +83,7 @@ def test_workdir_of_another_config_is_refused(trained):
         train.train_and_evaluate(other, workdir)
 
 
+@pytest.mark.slow  # 4 runs, 4 layouts compiled: 225 s at load 12 on 2 cores (2026-12-07)
 @pytest.mark.parametrize("accum", [2])
 def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
     runs = {}
@@ -91,8 +92,10 @@ def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
                      ("fsdp_accum", {"parallelism": "fsdp", "grad_accum_steps": accum})]:
         # SGD: Adam would amplify float noise in the exactly-zero gradient of the attention
         # key bias (softmax ignores it) into lr-sized differences between layouts.
+        # No evaluation (eval_split ""): only the parameters are compared.
         config = tiny_digits_config(digits_dir, num_train_steps=5, checkpoint_every_steps=5,
-                                    test_split=None, optimizer="sgd", learning_rate=0.1, **kw)
+                                    eval_split="", test_split=None, optimizer="sgd",
+                                    learning_rate=0.1, **kw)
         train.train_and_evaluate(config, str(tmp_path / name))
         runs[name] = _params(str(tmp_path / name))
     assert jax.device_count() == 8  # conftest: 8 fake CPU devices
@@ -127,6 +130,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, mon
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow  # ~115 s each at load 12 on 2 cores (2026-12-07): 32x32, mock data
 @pytest.mark.parametrize("name", ["b16", "b16_finetune"])
 def test_imagenet_configs_run_under_mock_data(name, tmp_path):
     import importlib

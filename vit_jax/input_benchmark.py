@@ -72,13 +72,6 @@ class InputBenchmarkPhotos(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Photos written by the benchmark."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "vit_jax.input_benchmark writes the JPEGs itself."
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # As for vit_jax/datasets/digits.py: tfds 4.9.10 fails to find it for a module
-        # outside tensorflow_datasets (it needs the `importlib_resources` backport).
-        return epath.Path(__file__)
-
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,

@@ -22,7 +22,6 @@ from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (8, 8, 1)
@@ -83,14 +82,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "First release: stratified train/validation/test splits."
     }
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # tfds 4.9.10 derives this from the package and, for a package outside
-        # tensorflow_datasets, imports `importlib_resources` (a backport it only declares
-        # for Python < 3.9): download_and_prepare fails without it. This file is the answer.
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         # Built directly: `dataset_info_from_configs` expects the builder to live in a
