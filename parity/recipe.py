@@ -31,6 +31,7 @@ from configs import b16, s16_i1k
 from parity.harness import LOGITS_REL, to_nchw
 from parity.training import ZERO_GRAD, adam_bias_correction_rel
 from parity.weights import Flat, randomise
+from vit_core import layouts
 from vit_jax import checkpoint, mixup, models
 from vit_jax.optim import create_optimizer
 from vit_jax.state import TrainState
@@ -40,11 +41,6 @@ from vit_torch import model as torch_vit
 
 STEPS, BATCH, IMAGE, NUM_CLASSES = 20, 8, 32, 10
 _EPS32 = float(np.finfo(np.float32).eps)
-# The `config.model` fields both frameworks' models take (the others are Flax-only:
-# dtype, remat, scan, attention_impl).
-SHARED_MODEL_OPTIONS = ("patch_size", "classifier", "representation_size", "posemb",
-                        "gelu_approximate", "head_bias_init", "dropout_rate",
-                        "attention_dropout_rate", "stochastic_depth")
 
 
 def _shrunk(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -76,14 +72,6 @@ def b16_config() -> ml_collections.ConfigDict:
 
 CASES: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "s16_i1k": s16_i1k_config, "b16+smoothing+cutmix": b16_config}
-
-
-def torch_supports(config: ml_collections.ConfigDict) -> bool:
-    """Whether both frameworks' models take every option `config.model` sets."""
-    fields = set(models.VisionTransformer.__dataclass_fields__)
-    torch_fields = set(torch_vit.VisionTransformer.__init__.__code__.co_varnames)
-    wanted = {k for k in SHARED_MODEL_OPTIONS if k in config.model}
-    return wanted <= fields and wanted <= torch_fields
 
 
 @dataclasses.dataclass
@@ -139,15 +127,10 @@ def batches(config: ml_collections.ConfigDict, seed: int = 0) -> dict[str, np.nd
     return out
 
 
-def _torch_options(config: ml_collections.ConfigDict) -> dict:
-    return {k: config.model[k] for k in SHARED_MODEL_OPTIONS
-            if k in config.model and config.model[k] is not None}
-
-
 def run_flax(config: ml_collections.ConfigDict, weights: str, data: dict[str, np.ndarray]
              ) -> tuple[np.ndarray, Flat]:
     """The real train step, jitted, on each stored batch (it draws the same mixing)."""
-    model = models.model_from_config(config.model, NUM_CLASSES)
+    model = models.model_from_config(config.model, NUM_CLASSES, IMAGE)
     tx, schedule = create_optimizer(config, STEPS)
     state = TrainState.create(model, tx, config, pretrained=checkpoint.load_npz(weights))
     step = jax.jit(make_train_step(model, tx, schedule, config))
@@ -161,9 +144,11 @@ def run_flax(config: ml_collections.ConfigDict, weights: str, data: dict[str, np
 def run_torch(config: ml_collections.ConfigDict, weights: str, data: dict[str, np.ndarray]
               ) -> tuple[np.ndarray, Flat]:
     """`vit_torch.recipe.Trainer` on the same batches, given the stored mixing."""
+    # The same spec as the Flax model's; the run options torch's model takes, from the config.
+    spec = models.model_from_config(config.model, NUM_CLASSES, IMAGE).spec
+    run = {k: config.model[k] for k in torch_vit.RUN_KEYWORDS if k in config.model}
     with torch.device("meta"):
-        model = torch_vit.create_model(config.model.variant, num_classes=NUM_CLASSES,
-                                       img_size=IMAGE, **_torch_options(config))
+        model = torch_vit.VisionTransformer(spec, **run)
     model = convert.load_npz(model.to_empty(device="cpu"), weights)
     trainer = recipe.Trainer(model, recipe.Recipe.from_config(config, STEPS))
     losses = []
@@ -175,8 +160,8 @@ def run_torch(config: ml_collections.ConfigDict, weights: str, data: dict[str, n
                              bool(data["mix_cutmix"][t]))
         losses.append(trainer.step(to_nchw(data["image"][t]),
                                    torch.from_numpy(data["label"][t]), mix))
-    return np.asarray(losses), convert.state_dict_to_npz(model.state_dict(),
-                                                         num_heads=model.num_heads)
+    return np.asarray(losses), layouts.timm_to_official(convert.to_numpy(model.state_dict()),
+                                                         model.spec)
 
 
 @functools.cache
@@ -184,7 +169,7 @@ def measure_recipe(name: str, seed: int = 0) -> RecipeRun:
     """Both frameworks through `STEPS` steps of the named case (`CASES`), from one npz of
     weights and one npz of batches."""
     config = CASES[name]()
-    model = models.model_from_config(config.model, NUM_CLASSES)
+    model = models.model_from_config(config.model, NUM_CLASSES, IMAGE)
     images = np.zeros((1, IMAGE, IMAGE, 3), np.float32)
     params = jax.jit(lambda key: model.init(key, images)["params"])(jax.random.key(seed))
     before = randomise(checkpoint.params_to_npz_dict(params), seed)

@@ -18,10 +18,6 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 @pytest.fixture(scope="module", params=list(recipe.CASES))
 def run(request: pytest.FixtureRequest) -> RecipeRun:
-    config = recipe.CASES[request.param]()
-    if not recipe.torch_supports(config):
-        pytest.skip(f"{request.param}: a model option of the config is missing in this tree "
-                    "(config.model.posemb comes with the model-options change)")
     return recipe.measure_recipe(request.param)
 
 

@@ -223,14 +223,16 @@ def test_other_files_in_class_folders_are_reported(tmp_path, capsys):
         f"{root}/train/dog/extra/\n")
 
 
-def test_verdicts_are_remembered_by_size_and_mtime(tmp_path):
-    root = _folder(tmp_path)
+def test_verdicts_are_remembered_by_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIT_JAX_CACHE", str(tmp_path / "cache"))
+    root = _folder(tmp_path / "data")
     _check(root)
-    with open(tmp_path / image_check.CACHE_NAME) as f:
+    [kept] = os.listdir(tmp_path / "cache" / "image_check")
+    with open(tmp_path / "cache" / "image_check" / kept) as f:
         cache = json.load(f)
     assert sorted(cache["files"]) == [f"train/{c}/{i}.png" for c in ("cat", "dog")
                                       for i in range(3)]
-    path = tmp_path / "train" / "cat" / "0.png"
+    path = tmp_path / "data" / "train" / "cat" / "0.png"
     stat = path.stat()
     # Garbage of the same size and mtime: the remembered verdict is used (nothing decoded).
     path.write_bytes(b"x" * stat.st_size)
@@ -241,14 +243,12 @@ def test_verdicts_are_remembered_by_size_and_mtime(tmp_path):
         _check(root)
 
 
-def test_verdicts_go_to_the_cache_dir_when_the_folder_takes_none(tmp_path, monkeypatch):
+def test_the_check_writes_nothing_into_the_data_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("VIT_JAX_CACHE", str(tmp_path / "cache"))
     root = _folder(tmp_path / "data")
-    os.makedirs(tmp_path / "data" / image_check.CACHE_NAME)  # the folder's place is taken
+    before = sorted(p for p in (tmp_path / "data").rglob("*"))
     _check(root)
-    [kept] = os.listdir(tmp_path / "cache" / "image_check")
-    with open(tmp_path / "cache" / "image_check" / kept) as f:
-        assert len(json.load(f)["files"]) == 6
+    assert sorted(p for p in (tmp_path / "data").rglob("*")) == before
 
 
 def test_progress_line_on_stderr(tmp_path, monkeypatch, capsys):

@@ -357,12 +357,13 @@ def bad_files(tmp_path_factory) -> dict[str, str]:
 # (id, config overrides (values "{name}" come from bad_files), exception, message regex)
 BAD_INPUTS = [
     ("image_size_not_divisible_by_patch", {"image_size": 10}, errors.ConfigError,
-     r"config\.image_size=10 is not divisible by the patch size 4 \(config\.model\.patch_size"),
+     r"Image size 10x10 is not divisible by the patch size 4 \(config\.image_size; "
+     r"config\.model\.patch_size or that of the variant\); e\.g\. use image size 8x8\."),
     ("unknown_variant", {"model.variant": "X/99"}, errors.ConfigError,
      r"Unknown ViT variant 'X/99'\. Known variants: .*'B/16'"),
     ("init_checkpoint_of_another_width", {"init_checkpoint": "{wide}"}, errors.CheckpointError,
      r"The checkpoint's sizes \(width, depth, heads, MLP\) = \(48, 2, 4, 64\) match no "
-     r"variant in vit_jax/variants\.py"),
+     r"variant in vit_core/variants\.py"),
     ("num_classes_mismatch_without_reinit_head",
      {"init_checkpoint": "{seven_classes}", "reinit_head": False}, errors.CheckpointError,
      r"shape mismatch at head/kernel: checkpoint \(32, 7\), model \(32, 10\)"),
@@ -450,9 +451,9 @@ def test_cli_flag_error_and_user_error(reference, digits_dir, jax_cache, tmp_pat
     assert "error: --config.nonexistent: the config has no field 'nonexistent'" in a.output()
     assert rc_user == 2 and "Traceback" not in b.output()
     errors = [line for line in b.output().splitlines() if line.startswith("error:")]
-    assert errors == ["error: config.image_size=10 is not divisible by the patch size 4 "
-                      "(config.model.patch_size, or that of variant 'testing'); e.g. use "
-                      "image_size=8."], b.tail()
+    assert errors == ["error: Image size 10x10 is not divisible by the patch size 4 "
+                      "(config.image_size; config.model.patch_size or that of the variant); "
+                      "e.g. use image size 8x8."], b.tail()
     assert file_digests(existing) == before
     assert not (tmp_path / "fresh" / "config.json").exists()
 

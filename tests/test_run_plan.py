@@ -25,7 +25,8 @@ from vit_jax import dataset_info, evaluate, predict, run_plan
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every config file, and every argument of those that take one.
 CONFIGS = ["default.py", "digits.py", "b16.py", "b16_finetune.py", "s16.py", "ti16.py",
-           "s16_i1k.py", "s16_i1k.py:300ep", "s16_i1k.py:runlocal"]
+           "s16_i1k.py", "s16_i1k.py:300ep", "s16_i1k.py:runlocal", "r50_b16.py",
+           "r50_b16.py:runlocal"]
 PER_CLASS = 10  # training images per class; the held-out validation takes 1 of each
 
 

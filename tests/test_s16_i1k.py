@@ -10,12 +10,9 @@ from ml_collections import config_flags
 
 from configs import s16_i1k
 from vit_core import errors
-from vit_jax import evaluate, models, run_plan, train
+from vit_jax import evaluate, run_plan, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAS_POSEMB = "posemb" in models.VisionTransformer.__dataclass_fields__
-needs_posemb = pytest.mark.skipif(
-    not HAS_POSEMB, reason="config.model.posemb comes with the model-options change")
 
 
 def test_fields_are_big_visions():
@@ -46,7 +43,6 @@ def test_argument_through_the_config_flag():
         s16_i1k.get_config("301ep")
 
 
-@needs_posemb
 @pytest.mark.slow  # two real train_and_evaluate runs (~50 s each on a loaded 2-core box)
 @pytest.mark.parametrize("arg", ["runlocal", "300ep,runlocal"])
 def test_runs_under_mock_imagenet(arg, tmp_path):

@@ -308,3 +308,16 @@ def test_vit_jax_predict_and_init_checkpoint_refuse_a_forged_npz(tmp_path, capsy
     with pytest.raises(errors.CheckpointError) as e:
         train.use_init_checkpoint_options(config)  # what training reads first
     assert str(e.value) == why
+
+
+def test_workdir_config_that_is_not_json(tmp_path, vit_jax_tools):
+    """A workdir whose config.json is broken: one WorkdirError (a UserError), no traceback."""
+    from vit_jax import evaluate, state
+
+    (tmp_path / "config.json").write_text('{"model": ')
+    with pytest.raises(errors.WorkdirError, match=r"config\.json is not a readable vit_jax "
+                                                  r"config\.json: "):
+        evaluate.load_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(errors.WorkdirError, match="holds a JSON list, not a config object"):
+        state.read_workdir_config(str(tmp_path / "config.json"))

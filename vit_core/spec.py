@@ -183,7 +183,10 @@ class ViTSpec:
         if h % s or w % s:
             what = (f"the total stride {s} (ResNet stride {self.resnet_stride} × patch size "
                     f"{self.patch_size})" if self.is_hybrid else f"the patch size {s}")
-            raise ConfigError(f"Image size {h}x{w} is not divisible by {what}.")
+            fit = (max(1, round(h / s)) * s, max(1, round(w / s)) * s)
+            raise ConfigError(f"Image size {h}x{w} is not divisible by {what} "
+                              "(config.image_size; config.model.patch_size or that of the "
+                              f"variant); e.g. use image size {fit[0]}x{fit[1]}.")
         if self.classifier not in CLASSIFIERS:
             raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got "
                               f"{self.classifier!r} (config.model.classifier).")

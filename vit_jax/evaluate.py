@@ -109,8 +109,7 @@ def _load_workdir(workdir: str, *, data_dir: str | None, step: int | None = None
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
         raise CheckpointError(f"{workdir} is not a vit_jax workdir (no config.json).")
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(state.read_workdir_config(config_path))
     # Onto this process's device, whatever topology trained it (e.g. 2 processes).
     latest = state.restore_params(os.path.join(os.path.abspath(workdir), "checkpoints"), step)
     if latest is None:

@@ -206,7 +206,10 @@ def resolve(config: ml_collections.ConfigDict, available: Collection[str],
     """
     splits, splits_from = resolve_splits(config, available, origin)
     for field, split in splits.items():
-        config[field] = split
+        # Only a real change is written: "" and None both say "no split", and a workdir
+        # keeps comparing equal to the config that made it.
+        if split != _split_value(config[field]):
+            config[field] = split
     num_train_examples = count(config.train_split)
     steps, steps_from, from_epochs = train_steps(config, num_train_examples, origin)
     if not from_epochs:

@@ -176,6 +176,24 @@ class TrainState(flax.struct.PyTreeNode):
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def read_workdir_config(path: str) -> dict[str, Any]:
+    """A workdir's `config.json` as a dict (an untrusted file: bounded, checked).
+
+    Raises:
+      WorkdirError: not readable JSON, or not a JSON object.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 24)  # a config is a few kB
+        value = json.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise WorkdirError(f"{path} is not a readable vit_jax config.json: "
+                           f"{str(e).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise WorkdirError(f"{path} holds a JSON {type(value).__name__}, not a config object.")
+    return value
+
+
 def with_missing_fields(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """`saved` with every field of `defaults` it lacks added (nested dicts merged).
 
@@ -228,8 +246,7 @@ class CheckpointStore:
                       defaults: ml_collections.ConfigDict | None) -> None:
         path = os.path.join(self.workdir, "config.json")
         if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
+            saved = read_workdir_config(path)
             if defaults is not None:
                 saved = with_missing_fields(saved, json.loads(defaults.to_json()))
             old, new = _comparable(ml_collections.ConfigDict(saved)), _comparable(config)

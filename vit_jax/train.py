@@ -88,13 +88,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     print(f"vit_jax.train: {plan.describe()}", flush=True)
     total_steps = plan.total_steps
     init_path = use_init_checkpoint_options(config)
+    # The spec checks the image size against the patch size (before the workdir is touched).
     model = models.model_from_config(config.model, info.num_classes, config.image_size)
-    if config.image_size % model.patch_size:  # before the workdir is touched
-        raise ConfigError(
-            f"config.image_size={config.image_size} is not divisible by the patch size "
-            f"{model.patch_size} (config.model.patch_size, or that of variant "
-            f"{config.model.variant!r}); e.g. use image_size="
-            f"{max(1, round(config.image_size / model.patch_size)) * model.patch_size}.")
     # After the init checkpoint set its options: the model that actually trains.
     print(f"vit_jax.train: ViT variant {config.model.variant!r} ({describe_model(model)}) "
           f"on dataset {config.dataset!r}; {jax.process_count()} process(es), "

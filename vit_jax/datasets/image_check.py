@@ -31,25 +31,26 @@ tests/test_image_check.py repeats a smaller draw. If a file still fails in Tenso
 mid-run (changed after the check), `name_decode_errors` turns the error into one line
 naming it.
 
-The check runs in a thread pool (Pillow decodes outside the GIL) and draws a progress
-line on stderr (files, rate, ETA). Verdicts are remembered per file, keyed by (path,
-size, mtime), in `PATH/.vit_jax_image_check.json` when PATH is writable, else in
-`$VIT_JAX_CACHE/image_check/` (default `~/.cache/vit_jax/image_check/`), one file per
-folder; a re-check decodes only new or changed files.
+The check runs in daemon threads (Pillow decodes outside the GIL; a Ctrl-C exits at once)
+and draws a progress line on stderr (files, rate, ETA). Verdicts are remembered per file,
+keyed by (path, size, mtime), in `$VIT_JAX_CACHE/image_check/` (default
+`~/.cache/vit_jax/image_check/`), one file per folder, never in the data folder itself; a
+re-check decodes only new or changed files.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
+import queue
 import sys
+import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from PIL import Image
@@ -60,7 +61,6 @@ from vit_core.npz import atomic_write
 FORMATS = ("JPEG", "PNG")  # what the training pipeline reads from a folder
 EXTENSIONS = (".jpg", ".jpeg", ".png")  # the files tfds' ImageFolder lists (any case)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (89,478,485)
-CACHE_NAME = ".vit_jax_image_check.json"
 _CACHE_VERSION = 1  # bump when a verdict could change for the same file
 _LISTED = 5  # bad files named in an error line; the rest are counted
 # Threads, each holding at most one decoded image (≤ MAX_PIXELS × 4 bytes ≈ 360 MB).
@@ -156,11 +156,13 @@ def decode(path: str, formats: Sequence[str] | None = None) -> Image.Image:
 
 # ----------------------------------------------------------------------- the folder check
 def _cache_paths(root: str) -> list[str]:
-    """Where verdicts are kept: in the folder, else under the user's cache directory."""
+    """Where verdicts are kept: under the user's cache directory, never in the data folder
+    (a check writes nothing there: `prepare` says so, and the folder may be read-only or
+    shared)."""
     base = os.environ.get("VIT_JAX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vit_jax")
     digest = hashlib.sha256(root.encode()).hexdigest()[:16]
-    return [os.path.join(root, CACHE_NAME), os.path.join(base, "image_check", f"{digest}.json")]
+    return [os.path.join(base, "image_check", f"{digest}.json")]
 
 
 def _load_cache(root: str) -> dict[str, list[Any]]:
@@ -226,6 +228,45 @@ class _Progress:
         return time.monotonic() - self.start
 
 
+def _parallel_map(fn: Callable[[str], str], items: Sequence[str], workers: int
+                  ) -> Iterator[str]:
+    """`fn` over `items` in daemon threads, results in order.
+
+    Daemon threads, not a ThreadPoolExecutor: after a Ctrl-C the process must exit at once,
+    and the executor's threads are joined at exit, which waits for every decode in flight
+    (forever, for a file that never ends, such as a named pipe).
+    """
+    jobs: queue.Queue = queue.Queue()
+    for item in enumerate(items):
+        jobs.put(item)
+    results: dict[int, tuple[str | None, BaseException | None]] = {}
+    ready = threading.Condition()
+
+    def work() -> None:
+        while True:
+            try:
+                i, item = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcome: tuple[str | None, BaseException | None] = (fn(item), None)
+            except BaseException as e:  # re-raised in the caller's thread, in order
+                outcome = (None, e)
+            with ready:
+                results[i] = outcome
+                ready.notify_all()
+
+    for _ in range(min(workers, len(items))):
+        threading.Thread(target=work, daemon=True).start()
+    for i in range(len(items)):
+        with ready:
+            ready.wait_for(lambda i=i: i in results)
+            value, error = results.pop(i)
+        if error is not None:
+            raise error
+        yield value
+
+
 def check_images(root: str, paths: Sequence[str]) -> dict[str, str]:
     """Decodes every file of `paths` fully (cached verdicts reused), in parallel.
 
@@ -250,8 +291,8 @@ def check_images(root: str, paths: Sequence[str]) -> dict[str, str]:
             todo.append((path, rel, key))
     if todo:
         progress = _Progress(len(todo))
-        with _bombs_refused(), concurrent.futures.ThreadPoolExecutor(_WORKERS) as pool:
-            results = pool.map(_why_not, [path for path, _, _ in todo])
+        with _bombs_refused():
+            results = _parallel_map(_why_not, [path for path, _, _ in todo], _WORKERS)
             for done, ((_, rel, key), why) in enumerate(zip(todo, results, strict=True), 1):
                 verdicts[rel] = [*(key or [-1, -1]), why]
                 progress.update(done)
