@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vit_core.errors import CheckpointError
+from vit_core.errors import CheckpointError, ConfigError
 from vit_core.npz import SEP
 from vit_core.params import (
     BLOCK_KEY,
@@ -365,9 +365,7 @@ def spec_from_timm(
         values["layer_norm_eps"] = layer_norm_eps
     try:
         return ViTSpec(**values).validate()
-    except CheckpointError:
-        raise
-    except ValueError as e:
+    except ConfigError as e:
         raise CheckpointError(f"The state dict's shapes describe no valid ViT: {e}") from None
 
 

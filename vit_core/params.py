@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from vit_core.errors import CheckpointError
+from vit_core.errors import CheckpointError, ConfigError
 from vit_core.spec import RESNET_ROOT_WIDTH, ViTSpec, square_grid
 
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
@@ -391,9 +391,7 @@ def spec_from_official(
         spec_values["gelu_approximate"] = gelu_approximate
     try:
         spec = ViTSpec(**spec_values).validate()
-    except CheckpointError:
-        raise
-    except ValueError as e:  # ConfigError: sizes no ViT has
+    except ConfigError as e:  # sizes no ViT has
         raise CheckpointError(f"The checkpoint's shapes describe no valid ViT: {e}") from None
     check_keys(flat, official_shapes(spec), "The checkpoint")
     return spec
