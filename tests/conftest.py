@@ -20,13 +20,13 @@ def digits_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-    """A persistent compilation cache for every test subprocess of the session.
+def jax_cache():
+    """The session's XLA compilation cache (the root conftest.py), for test subprocesses.
 
     The training subprocesses of several files run the same programs (the digits config
     at 8x8 on 1 or 2 CPU devices): each compiles once per session, not once per process.
     """
-    return str(tmp_path_factory.mktemp("jax_cache"))
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 @pytest.fixture(scope="session")

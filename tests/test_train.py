@@ -98,6 +98,10 @@ def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
                                     learning_rate=0.1, **kw)
         train.train_and_evaluate(config, str(tmp_path / name))
         runs[name] = _params(str(tmp_path / name))
+        # One compile of the step in every layout (pmap once recompiled at step 2: its
+        # initial state lived on a mesh named otherwise than the step's output).
+        with open(tmp_path / name / "metrics.json") as f:
+            assert json.load(f)["compiles"] == 1, name
     assert jax.device_count() == 8  # conftest: 8 fake CPU devices
     for name in ("pmap", "accum", "fsdp_accum"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
