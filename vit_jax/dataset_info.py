@@ -24,6 +24,7 @@ import fcntl
 import functools
 import io
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,18 @@ def import_tensorflow() -> Any:
     Returns:
       The `tensorflow` module, with no GPU/TPU visible to it.
     """
-    import tensorflow as tf  # deferred: heavy, and only the data path needs it
+    skip_keras = "tensorflow" not in sys.modules and "keras.src.optimizers" not in sys.modules
+    if skip_keras:
+        # TensorFlow's __init__ imports Keras's optimizers (2 of its ~6 s, with scikit-learn)
+        # only to register them for SavedModel loading, which tf.data never does, and goes
+        # on without them when that import fails. The marker goes right after, so Keras (and
+        # tf.keras, which loads lazily) still imports normally for anyone who wants it.
+        sys.modules["keras.src.optimizers"] = None  # type: ignore[assignment]
+    try:
+        import tensorflow as tf  # deferred: heavy, and only the data path needs it
+    finally:
+        if skip_keras and sys.modules.get("keras.src.optimizers", False) is None:
+            del sys.modules["keras.src.optimizers"]
 
     # TF must not reserve GPU/TPU memory that JAX needs: the input pipeline runs on CPU.
     for kind in ("GPU", "TPU"):

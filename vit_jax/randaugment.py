@@ -53,9 +53,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import tensorflow as tf
-
 from vit_core.errors import ConfigError
+from vit_jax.dataset_info import import_tensorflow
+
+tf = import_tensorflow()
 
 OPS = (
     "identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize",

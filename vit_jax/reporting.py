@@ -9,7 +9,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from clu import metric_writers
+
+from vit_jax.dataset_info import import_tensorflow
 
 
 def _duration(seconds: float) -> str:
@@ -55,6 +56,9 @@ class Reporter:
 
     def __init__(self, workdir: str, total_steps: int, batch_size: int, start_step: int) -> None:
         self.is_main = jax.process_index() == 0
+        import_tensorflow()  # first: clu's TensorBoard writer imports TensorFlow
+        from clu import metric_writers
+
         self.writer = metric_writers.create_default_writer(
             workdir, just_logging=not self.is_main, asynchronous=False)
         path = os.path.join(workdir, "history.jsonl")
