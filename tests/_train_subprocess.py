@@ -140,7 +140,7 @@ def logged_train_steps(workdir: str) -> list[int]:
 def _install_instruments() -> None:
     delay = float(os.environ.get("VIT_TEST_STEP_DELAY", "0"))
     if delay:
-        from vit_jax import input_pipeline
+        from vit_jax.data import input_pipeline
 
         real = input_pipeline.create_train_iter
 
