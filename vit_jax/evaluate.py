@@ -30,9 +30,9 @@ def main(argv: list[str]) -> None:
 
     def run() -> None:
         FLAGS = flags.FLAGS
-        results = evaluation.evaluate_model(FLAGS.checkpoint, FLAGS.model,
-                                            cli.load_config_flag(),
-                                            run_plan.Origin.from_flag(FLAGS["config"]))
+        config = cli.load_config_flag()
+        origin = None if config is None else run_plan.Origin.from_flag(FLAGS["config"])
+        results = evaluation.evaluate_model(FLAGS.checkpoint, FLAGS.model, config, origin)
         for split, r in results.items():
             print(f"{split}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  loss {r['loss']:.4f}"
                   f"  ({r['num_examples']} images)")
