@@ -5,7 +5,8 @@ checkpoint), an official-layout `.npz` (a released checkpoint or one written by
 `save_npz`; its architecture is read off the array shapes and the spec file beside it) or
 a Hugging Face / timm model directory (converted on the fly, `vit_jax.weights.hub`). It is
 shared by evaluation, predict, visualize, analyze, fewshot and export; every file it
-cannot use is a `CheckpointError` with a one-line message.
+cannot use is a one-line `UserError` (a `CheckpointError`; a `WorkdirError` for a
+workdir's broken `config.json`), so that no caller translates exceptions itself.
 """
 
 from __future__ import annotations
