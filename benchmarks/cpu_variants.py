@@ -1,9 +1,9 @@
 """Scratch A/B of attention implementations for XLA:CPU (the CPU performance study).
 
-Each variant replaces `vit_jax.models.MultiHeadAttention.__call__` while a step is traced,
+Each variant replaces `vit_jax.model.vit.MultiHeadAttention.__call__` while a step is traced,
 keeping the parameter tree (query/key/value/out, checkpoint layout) unchanged, so every
 variant runs on the same params and is checked against the unpatched model. Steps are the
-real `vit_jax.benchmark_runners.JaxRunner` steps; all variants and eager PyTorch are timed
+real `vit_jax.tools.benchmark_runners.JaxRunner` steps; all variants and eager PyTorch are timed
 interleaved in one process, so machine noise hits them alike.
 
     python benchmarks/cpu_variants.py --variant Ti/16 --variants base,xla_dpa --rounds 8
@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
-from vit_jax import attention, models
-from vit_jax.benchmark_runners import JaxRunner, Options
+from vit_jax.model import attention, vit
+from vit_jax.tools.benchmark_runners import JaxRunner, Options
 from vit_torch.benchmark import TorchRunner
 
-_ORIGINAL = models.MultiHeadAttention
+_ORIGINAL = vit.MultiHeadAttention
 
 
 class _DenseParams(nn.Module):
@@ -95,7 +95,7 @@ def _variant(project: Callable[..., Any], attend: Callable[..., jax.Array]) -> t
 
 
 VARIANTS = {
-    # base: the model as it is, i.e. vit_jax.attention.softmax_attention (head-major,
+    # base: the model as it is, i.e. vit_jax.model.attention.softmax_attention (head-major,
     # hand-written backward) since 2026-11-27.
     "base": _ORIGINAL,
     "xla_dpa": _variant(_separate_projections, _dpa),
@@ -107,16 +107,16 @@ VARIANTS = {
 @contextlib.contextmanager
 def patched(name: str) -> Iterator[None]:
     """Swaps the attention module class while a step is traced."""
-    models.MultiHeadAttention = VARIANTS[name]
+    vit.MultiHeadAttention = VARIANTS[name]
     try:
         yield
     finally:
-        models.MultiHeadAttention = _ORIGINAL
+        vit.MultiHeadAttention = _ORIGINAL
 
 
 def check_same_function(opts: Options, names: list[str]) -> None:
     """Asserts every variant computes the base model's logits on the same params."""
-    model = models.create_model(opts.variant, num_classes=opts.num_classes)
+    model = vit.create_model(opts.variant, num_classes=opts.num_classes)
     x = jax.random.uniform(jax.random.key(1), (2, opts.image_size, opts.image_size, 3))
     params = model.init(jax.random.key(0), x)["params"]
     ref = model.apply({"params": params}, x)

@@ -5,7 +5,7 @@
 #   bash benchmarks/fetch_gpu_wheels.sh
 # The image (.library/device/KINDS.md): Python 3.12, jax 0.11.2 + jax-cuda13 plugin, flax,
 # optax, orbax-checkpoint, chex, absl-py, PyYAML, torch 2.11 (CUDA). Missing: ml-collections
-# (vit_jax.train / vit_jax.state). tensorflow-datasets is not needed: vit_jax.train imports
+# (vit_jax.train / vit_jax.training.state). tensorflow-datasets is not needed: vit_jax.train imports
 # the input pipeline lazily.
 set -euo pipefail
 cd "$(dirname "$0")/.."

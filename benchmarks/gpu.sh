@@ -68,7 +68,7 @@ B16=${B16_BATCH:-256}
 TI16=${TI16_BATCH:-256}
 # --scan everywhere: one compiled block, so each compile stays well under a minute (the
 # unrolled Ti/16 cuDNN run of 2026-11-26 ran out of its 80 s in compilation).
-# cudnn pads the 197 tokens to 208 under a length mask (vit_jax/attention.py): JAX's
+# cudnn pads the 197 tokens to 208 under a length mask (vit_jax/model/attention.py): JAX's
 # cuDNN path refuses odd sequence lengths in training.
 # PyTorch (default SDPA: flash on Hopper) runs once per variant: in the cuDNN run, or in
 # the XLA run if the cuDNN one failed.

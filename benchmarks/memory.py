@@ -18,9 +18,10 @@ import jax
 
 from vit_core.errors import run_cli
 from vit_jax import memory
+from vit_jax.tools import step_memory
 from vit_torch.benchmark import saved_tensors
 
-GIB = memory.GIB
+GIB = step_memory.GIB
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -29,11 +30,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = memory.settings_from_args(a)
     print(f"{a.variant} batch {a.batch_size} {a.image_size}px, train step with AdamW; GiB")
     print("JAX: XLA's buffer assignment of the compiled step; saved = autodiff residuals")
-    print(memory.HEADER)
+    print(step_memory.HEADER)
     jax_results = []
     for setting in settings:
-        jax_results.append(memory.measure(setting, residuals=not a.no_residuals))
-        print(memory.format_row(jax_results[-1]), flush=True)
+        jax_results.append(step_memory.measure(setting, residuals=not a.no_residuals))
+        print(step_memory.format_row(jax_results[-1]), flush=True)
     torch_results = {}
     print("\nPyTorch twin: tensors autograd saves (meta device, each storage once)")
     print("dtype        saved s/block  count")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{dtype:9s} {r['total'] / GIB:8.2f} {r['per_block'] / GIB:7.3f} {r['count']:6d}")
     if not a.no_residuals:
         for m in jax_results:
-            memory.print_largest(m)
+            step_memory.print_largest(m)
     for dtype, r in torch_results.items():
         print(f"\nPyTorch twin, largest saved tensors: {dtype}")
         for row in r["largest"]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from vit_core.errors import run_cli
 from vit_jax import benchmark
-from vit_jax.benchmark_runners import RUNNERS, Options
+from vit_jax.tools.benchmark_runners import RUNNERS, Options
 from vit_torch.benchmark import TorchRunner
 
 

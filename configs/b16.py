@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     # torch AdamW and Flax's former flax.optim.Adam apply it; the kernels shrink by at
     # most 0.3·3e-3 = 9e-4 per step. The paper's 0.3 can only mean this: as big_vision's
     # "decoupled" wd (not multiplied by the peak lr) it would shrink them by 30% per step
-    # at the peak. vit_jax/optim.py has both formulas.
+    # at the peak. vit_jax/training/optim.py has both formulas.
     config.weight_decay_convention = "lr_scaled"
     config.schedule = "cosine"
     config.warmup_steps = 10_000

@@ -3,7 +3,7 @@
   python -m vit_jax.train --config configs/digits.py --workdir runs/digits
 
 1,797 real 8×8 handwritten digits ship with scikit-learn, so nothing is downloaded; the
-tfds builder `vit_jax/datasets/digits.py` prepares them on first use with a fixed,
+tfds builder `vit_jax/data/digits.py` prepares them on first use with a fixed,
 stratified held-out test split (20%) and a validation split (10% of the rest) used for
 every choice below. The test accuracy is printed at the end and kept in metrics.json.
 """

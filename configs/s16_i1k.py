@@ -34,7 +34,7 @@ TPU-v3-8); big_vision runs 300 epochs with `--config.num_epochs 300`, here the
   learning_rate 1e-3, warm-up 10k steps, cosine  lr, schedule warmup_steps, decay_type
   to 0
   weight_decay 1e-4, "decoupled" (kernels only)  wd; big_vision/optax.py (see
-                                                 vit_jax/optim.py for the formula)
+                                                 vit_jax/training/optim.py for the formula)
   mixup_alpha 0.2 (no CutMix)                    mixup p=0.2
   log every 50, checkpoint every 1000, eval      log_training_steps, checkpoint_steps,
   every 2500 steps                               evals log_steps

@@ -35,7 +35,7 @@ FIGURES = ("patches", "architecture", "attention", "curves")
 
 def digits_test_examples(wanted: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """The first test digit of each wanted label: uint8 (n, 8, 8, 1) and labels (n,)."""
-    from vit_jax.datasets import digits
+    from vit_jax.data import digits
 
     images, labels = digits.load_source()
     test = digits.split_indices(labels)["test"]
@@ -45,7 +45,7 @@ def digits_test_examples(wanted: Sequence[int]) -> tuple[np.ndarray, np.ndarray]
 
 def as_model_input(image: np.ndarray) -> np.ndarray:
     """A raw digit through the digits config's eval transform, as [0, 1] pixels for display."""
-    from vit_jax import input_pipeline
+    from vit_jax.data import input_pipeline
 
     return (input_pipeline.preprocess_for_eval(image, IMAGE_SIZE, 1.0) + 1.0) / 2.0
 
@@ -181,23 +181,24 @@ def _circle(x: float, y: float):
 
 def figure_attention(workdir: str, out: str) -> None:
     """(c) Attention of the trained digits model on four test digits (vit_jax.visualize)."""
-    from vit_jax import predict, visualize
+    from vit_jax.tools import attention_maps, prediction
+    from vit_jax.weights import loading
 
-    loaded = predict.load_checkpoint(workdir)
+    loaded = loading.load_model(workdir)
     raw, labels = digits_test_examples(ATTENTION_DIGITS)
     rows = []
-    for image, label in zip(predict.preprocess(loaded, list(raw)), labels, strict=True):
-        maps = visualize.attention_maps(loaded, image)
-        [(name, p)] = predict.top_k_from_logits(loaded, maps["logits"][None], 1)[0]
+    for image, label in zip(prediction.preprocess(loaded, list(raw)), labels, strict=True):
+        maps = attention_maps.attention_maps(loaded, image)
+        [(name, p)] = prediction.top_k_from_logits(loaded, maps["logits"][None], 1)[0]
         rows.append((image, maps, f"label {label} → {name} ({p:.2f})"))
-    visualize.render(rows, out, panel_px=150)
+    attention_maps.render(rows, out, panel_px=150)
 
 
 def figure_curves(workdir: str, out: str) -> None:
     """(d) Training curves of the digits run (vit_jax.plot)."""
-    from vit_jax import plot
+    from vit_jax.tools import curves
 
-    plot.plot_curves(workdir, out, title="ViT 'testing' variant trained on digits "
+    curves.plot_curves(workdir, out, title="ViT 'testing' variant trained on digits "
                      "(configs/digits.py)")
 
 

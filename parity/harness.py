@@ -41,7 +41,7 @@ from parity.weights import (
 )
 from vit_core import npz
 from vit_core.params import POSEMB_KEY
-from vit_jax import checkpoint
+from vit_jax.weights import checkpoint
 from vit_torch import convert
 from vit_torch import model as torch_vit
 

@@ -2,9 +2,10 @@
 
 One `.npz` of weights (the Flax init, `parity.weights.randomise`d) is loaded by both
 sides; one `.npz` of batches holds the images, labels and each step's mixing (λ, CutMix
-box, which of the two), drawn by `vit_jax.mixup.sample` from the step keys the Flax
+box, which of the two), drawn by `vit_jax.data.mixup.sample` from the step keys the Flax
 train step uses and handed to torch as numbers (the two frameworks' RNGs differ).
-Flax runs the real `vit_jax.steps.make_train_step` with `vit_jax.optim.create_optimizer`;
+Flax runs the real `vit_jax.training.steps.make_train_step` with
+`vit_jax.training.optim.create_optimizer`;
 torch runs `vit_torch.recipe.Trainer`. The loss of every step and every parameter at the
 end are compared.
 
@@ -32,10 +33,12 @@ from parity.harness import LOGITS_REL, to_nchw
 from parity.training import ZERO_GRAD, adam_bias_correction_rel
 from parity.weights import Flat, randomise
 from vit_core import layouts
-from vit_jax import checkpoint, mixup, models
-from vit_jax.optim import create_optimizer
-from vit_jax.state import TrainState
-from vit_jax.steps import make_train_step
+from vit_jax.data import mixup
+from vit_jax.model import vit as models
+from vit_jax.training.optim import create_optimizer
+from vit_jax.training.state import TrainState
+from vit_jax.training.steps import make_train_step
+from vit_jax.weights import checkpoint
 from vit_torch import convert, recipe
 from vit_torch import model as torch_vit
 

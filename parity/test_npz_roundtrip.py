@@ -15,7 +15,7 @@ import torch
 
 from parity import cases, weights
 from vit_core import npz
-from vit_jax import checkpoint
+from vit_jax.weights import checkpoint
 from vit_torch import convert
 
 # The small cases and one real variant: 12 blocks of real widths, 23 MB files.

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from parity import harness, weights
 from parity.cases import Case
 from parity.weights import Flat, Params
-from vit_jax import checkpoint
+from vit_jax.weights import checkpoint
 from vit_torch import convert
 from vit_torch.model import VisionTransformer as TorchViT
 

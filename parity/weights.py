@@ -22,7 +22,8 @@ import torch
 
 from parity.cases import Case
 from vit_core import layouts
-from vit_jax import checkpoint, models
+from vit_jax.model import vit as models
+from vit_jax.weights import checkpoint
 from vit_torch import convert
 from vit_torch import model as torch_vit
 

@@ -140,7 +140,7 @@ def logged_train_steps(workdir: str) -> list[int]:
 def _install_instruments() -> None:
     delay = float(os.environ.get("VIT_TEST_STEP_DELAY", "0"))
     if delay:
-        from vit_jax import input_pipeline
+        from vit_jax.data import input_pipeline
 
         real = input_pipeline.create_train_iter
 
@@ -149,7 +149,7 @@ def _install_instruments() -> None:
                 time.sleep(delay)
                 yield batch
 
-        input_pipeline.create_train_iter = slow_iter  # train.py looks it up at call time
+        input_pipeline.create_train_iter = slow_iter  # trainer.py looks it up at call time
     log_path = os.environ.get("VIT_TEST_WRITE_LOG")
     if log_path:
         def audit(event: str, args: tuple[Any, ...]) -> None:

@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
     """A tfds data_dir with the digits dataset prepared once for the whole session."""
-    from vit_jax import dataset_info
+    from vit_jax.data import dataset_info
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     dataset_info.get_dataset_info("digits", data_dir)
@@ -36,11 +36,11 @@ def tiny_workdir(digits_dir, tmp_path_factory):
     Returns (config, workdir, the result of train_and_evaluate). Shared by several files:
     a test that changes files copies the workdir first.
     """
-    from vit_jax import train
+    from vit_jax.training import trainer
 
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     config = tiny_digits_config(digits_dir)
-    return config, workdir, train.train_and_evaluate(config, workdir)
+    return config, workdir, trainer.train_and_evaluate(config, workdir)
 
 
 def tiny_digits_config(data_dir, **overrides):

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_jax import analyze, checkpoint, evaluate, models
+from vit_jax import analyze
+from vit_jax.model import vit as models
+from vit_jax.tools import analysis
+from vit_jax.weights import checkpoint, loading
 
 GRID = (3, 4)
 PATCH = 4
@@ -31,7 +34,7 @@ def mean_pairwise_distance(grid, patch_size) -> float:
 def test_uniform_attention_gives_the_mean_pairwise_distance(prefix):
     t = prefix + GRID[0] * GRID[1]
     weights = np.full((2, 3, t, t), 1.0 / t)  # (B, K, T, T)
-    got = analyze.mean_attention_distance(weights, GRID, PATCH, prefix)
+    got = analysis.mean_attention_distance(weights, GRID, PATCH, prefix)
     np.testing.assert_allclose(got, [mean_pairwise_distance(GRID, PATCH)] * 3, rtol=1e-12)
 
 
@@ -39,7 +42,7 @@ def test_uniform_attention_gives_the_mean_pairwise_distance(prefix):
 def test_attention_to_self_gives_zero(prefix):
     t = prefix + GRID[0] * GRID[1]
     weights = np.broadcast_to(np.eye(t), (2, 5, t, t))
-    np.testing.assert_allclose(analyze.mean_attention_distance(weights, GRID, PATCH, prefix),
+    np.testing.assert_allclose(analysis.mean_attention_distance(weights, GRID, PATCH, prefix),
                                np.zeros(5), atol=1e-12)
 
 
@@ -49,14 +52,14 @@ def test_attention_to_one_corner_gives_the_mean_distance_to_it():
     weights[..., 0] = 1.0  # every query looks at patch (0, 0) only
     cells = list(itertools.product(range(GRID[0]), range(GRID[1])))
     expected = PATCH * np.mean([math.dist(c, (0, 0)) for c in cells])
-    np.testing.assert_allclose(analyze.mean_attention_distance(weights, GRID, PATCH),
+    np.testing.assert_allclose(analysis.mean_attention_distance(weights, GRID, PATCH),
                                [expected], rtol=1e-12)
 
 
 def test_orthogonal_position_embeddings_give_a_diagonal_similarity():
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 16)))
     posemb = q[:12] * np.arange(1, 13)[:, None]  # orthogonal rows of different lengths
-    np.testing.assert_allclose(analyze.cosine_similarity(posemb), np.eye(12), atol=1e-12)
+    np.testing.assert_allclose(analysis.cosine_similarity(posemb), np.eye(12), atol=1e-12)
 
 
 def test_components_of_filters_spread_along_two_known_directions():
@@ -66,7 +69,7 @@ def test_components_of_filters_spread_along_two_known_directions():
     coeffs = rng.normal(size=(d, 2)) * [5.0, 1.0]  # far more spread along u than v
     filters = coeffs @ basis.T + 1e-4 * rng.normal(size=(d, p * p * c)) + 3.0  # + a mean
     kernel = filters.T.reshape(p, p, c, d)
-    components, explained = analyze.patch_embedding_components(kernel, num=5)
+    components, explained = analysis.patch_embedding_components(kernel, num=5)
     flat = components.reshape(5, -1)
     np.testing.assert_allclose(flat @ flat.T, np.eye(5), atol=1e-9)
     assert abs(flat[0] @ basis[:, 0]) > 0.999 and abs(flat[1] @ basis[:, 1]) > 0.999
@@ -89,7 +92,7 @@ def tiny_model(attention_impl=None, **options):
     # Initialised with the default attention: "cudnn" cannot run on a CPU, but its
     # checkpoints can be analysed there.
     model = model.clone(attention_impl=attention_impl)
-    return evaluate.LoadedModel(model, params, 8, None, None)
+    return loading.LoadedModel(model, params, 8, None, None)
 
 
 def block0_attention(params, model, images):
@@ -127,7 +130,7 @@ def _flat(tree, prefix=""):
 def test_attention_weights_come_from_q_and_k_for_every_implementation(impl):
     loaded = tiny_model(attention_impl=impl)
     images = np.random.default_rng(0).uniform(-1, 1, size=(2, 8, 8, 3)).astype(np.float32)
-    logits, attn = analyze.attention_weights(loaded, images)
+    logits, attn = analysis.attention_weights(loaded, images)
     assert len(attn) == 2 and attn[0].shape == (2, 4, 5, 5)
     np.testing.assert_allclose(attn[0], block0_attention(loaded.params, loaded.model, images),
                                atol=1e-5)
@@ -135,8 +138,8 @@ def test_attention_weights_come_from_q_and_k_for_every_implementation(impl):
                                                                     images)
     np.testing.assert_allclose(logits, np.asarray(plain), atol=1e-5)
     # The figures' numbers are those of the default implementation.
-    reference = analyze.attention_distances(tiny_model(), images)
-    np.testing.assert_allclose(analyze.attention_distances(loaded, images), reference,
+    reference = analysis.attention_distances(tiny_model(), images)
+    np.testing.assert_allclose(analysis.attention_distances(loaded, images), reference,
                                atol=1e-5)
 
 
@@ -144,11 +147,11 @@ def test_sincos_posemb_similarity_is_the_tables():
     from vit_core.posemb import sincos_2d
 
     model = models.create_model("testing", num_classes=10, patch_size=4, posemb="sincos2d")
-    loaded = evaluate.LoadedModel(model, {}, 8, None, None)  # the table needs no parameter
-    np.testing.assert_array_equal(analyze.position_embeddings(loaded), sincos_2d(2, 2, 32)[0])
+    loaded = loading.LoadedModel(model, {}, 8, None, None)  # the table needs no parameter
+    np.testing.assert_array_equal(analysis.position_embeddings(loaded), sincos_2d(2, 2, 32)[0])
     learned = tiny_model()  # a class token: its row is not a patch's
     table = np.asarray(learned.params["Transformer"]["posembed_input"]["pos_embedding"])[0]
-    np.testing.assert_array_equal(analyze.position_embeddings(learned), table[1:])
+    np.testing.assert_array_equal(analysis.position_embeddings(learned), table[1:])
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +169,7 @@ def png_size(path):
 
 def test_analyze_with_a_dataset_writes_every_figure(digits_dir, tiny_npz, tmp_path):
     out = str(tmp_path / "figs")
-    result = analyze.analyze(tiny_npz, out, dataset="digits", split="test", num_images=6,
+    result = analysis.analyze(tiny_npz, out, dataset="digits", split="test", num_images=6,
                              num_maps=2, data_dir=digits_dir)
     assert result["files"] == ["patch_embedding_pca.png", "posemb_similarity.png",
                                "attention_distance.png", "attention_maps.png"]
@@ -181,10 +184,10 @@ def test_analyze_with_a_dataset_writes_every_figure(digits_dir, tiny_npz, tmp_pa
 def test_analyze_with_image_files_and_without_images(tiny_npz, tmp_path, capsys):
     image = tmp_path / "digit.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 12), np.uint8)).save(image)
-    result = analyze.analyze(tiny_npz, str(tmp_path / "a"), [str(image), str(image)])
+    result = analysis.analyze(tiny_npz, str(tmp_path / "a"), [str(image), str(image)])
     assert result["num_images"] == 2 and "attention_maps.png" in result["files"]
     assert "attention: 2/2 images" in capsys.readouterr().err  # progress
-    bare = analyze.analyze(tiny_npz, str(tmp_path / "b"))
+    bare = analysis.analyze(tiny_npz, str(tmp_path / "b"))
     assert bare["files"] == ["patch_embedding_pca.png", "posemb_similarity.png"]
     assert "the attention figures need images" in capsys.readouterr().err
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax import attention
+from vit_jax.model import attention
 
 
 def _qkv(n=13, b=2, k=3, dh=8, dtype=jnp.float32):

@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vit_jax import benchmark, flops, models
+from vit_jax import benchmark
+from vit_jax.model import flops
+from vit_jax.model import vit as models
 
 
 @pytest.mark.parametrize("variant, gmacs", [("Ti/16", 1.26), ("S/16", 4.61), ("B/16", 17.6)])

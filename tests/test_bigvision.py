@@ -20,7 +20,8 @@ from vit_core import layouts, npz
 from vit_core.errors import CheckpointError
 from vit_core.params import POSEMB_KEY, spec_from_official
 from vit_core.spec import ViTSpec
-from vit_jax import checkpoint, models, pretrained
+from vit_jax.model import vit as models
+from vit_jax.weights import checkpoint, pretrained
 
 IMAGE, PATCH, WIDTH, DEPTH, HEADS, MLP, CLASSES, REP = 16, 4, 32, 2, 4, 64, 5, 16
 

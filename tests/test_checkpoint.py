@@ -1,4 +1,4 @@
-"""vit_jax.checkpoint: the official npz layout, round trips, checks, posemb resize."""
+"""vit_jax.weights.checkpoint: the official npz layout, round trips, checks, posemb resize."""
 
 import os
 import pickle
@@ -12,7 +12,8 @@ import pytest
 
 from vit_core import errors, npz
 from vit_core.posemb import resize_posemb
-from vit_jax import checkpoint, models
+from vit_jax.model import vit as models
+from vit_jax.weights import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +156,8 @@ def test_adapt_pretrained_for_finetuning(tiny):
 
 
 def test_checkpoint_module_does_not_import_jax():
-    code = ("import sys, vit_jax.checkpoint, vit_jax.pretrained, vit_core.variants; "
-            "assert 'jax' not in sys.modules")
+    code = ("import sys, vit_jax.weights.checkpoint, vit_jax.weights.pretrained, "
+            "vit_core.variants; assert 'jax' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -17,7 +17,7 @@ import pytest
 from _train_subprocess import REPO, subprocess_env, train_flags
 
 from vit_core import errors
-from vit_jax import train
+from vit_jax.training import trainer
 
 TIMEOUT_S = 600  # a bound for a hung process, far above the normal few seconds
 
@@ -159,7 +159,7 @@ def test_finished_run_is_not_redone(tiny_workdir, tmp_path, capsys):
     shutil.copytree(finished, workdir)
     files = {p: (workdir / p).read_bytes() for p in ("metrics.json", "history.jsonl")}
     capsys.readouterr()
-    again = train.train_and_evaluate(config, str(workdir))
+    again = trainer.train_and_evaluate(config, str(workdir))
     assert again == json.loads(json.dumps(first))  # the saved metrics, not a new run's
     assert "already finished (step 12)" in capsys.readouterr().out
     assert {p: (workdir / p).read_bytes() for p in files} == files

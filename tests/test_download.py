@@ -1,4 +1,4 @@
-"""vit_jax.download against a real HTTP server on 127.0.0.1 (no mocks of the download).
+"""vit_jax.weights.download against a real HTTP server on 127.0.0.1 (no mocks of the download).
 
 The server (http.server in a thread, port 0) serves byte strings, answers Range
 requests, and can be told to drop the connection mid-file, announce a wrong length,
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from vit_core.errors import DiskFullError, DownloadError
-from vit_jax import download
+from vit_jax.weights import download
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = bytes(range(256)) * 1024  # 256 KiB, every byte position distinguishable
@@ -274,7 +274,7 @@ def test_two_threads_download_once_and_both_get_the_file(server, cache, monkeypa
 def test_two_processes_download_once_and_both_get_the_file(server, cache, monkeypatch):
     _mirror(monkeypatch, server)
     server.delay = 0.1  # 1.6 s: the second process starts while the first downloads
-    code = ("from vit_jax import download; "
+    code = ("from vit_jax.weights import download; "
             f"print(download.fetch({GCS_URL!r}, progress=False))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
@@ -299,7 +299,7 @@ def testing_release(server, monkeypatch):
 
     from vit_core.params import official_shapes
     from vit_core.spec import ViTSpec
-    from vit_jax import pretrained
+    from vit_jax.weights import pretrained
 
     spec = ViTSpec.from_variant("testing", num_classes=5, image_size=16, representation_size=16)
     rng = np.random.default_rng(0)
@@ -314,7 +314,7 @@ def testing_release(server, monkeypatch):
 
 def test_resolve_downloads_a_released_name_once_and_then_works_offline(
         server, cache, monkeypatch, testing_release):
-    from vit_jax import pretrained
+    from vit_jax.weights import pretrained
 
     _mirror(monkeypatch, server)
     path, options = pretrained.resolve(testing_release)
@@ -327,14 +327,14 @@ def test_resolve_downloads_a_released_name_once_and_then_works_offline(
 
 def test_predict_and_visualize_take_a_model_name(server, cache, monkeypatch, capsys,
                                                  testing_release):
-    from vit_jax import predict
+    from vit_jax import cli, predict
 
     _mirror(monkeypatch, server)
     args = predict.parse_args(["--model", testing_release, "red.png"])
-    assert predict.checkpoint_arg(args) == str(
+    assert cli.checkpoint_arg(args) == str(
         cache / "vit_models" / "imagenet21k" / "ViT-testing.npz")
     assert "Downloading http://127.0.0.1:" in capsys.readouterr().err
-    assert predict.checkpoint_arg(predict.parse_args(["--checkpoint", "runs/x", "a.png"])) == \
+    assert cli.checkpoint_arg(predict.parse_args(["--checkpoint", "runs/x", "a.png"])) == \
         "runs/x"
     with pytest.raises(SystemExit):  # argparse: one of them, not both
         predict.parse_args(["--model", testing_release, "--checkpoint", "x", "y.png"])

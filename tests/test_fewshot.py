@@ -17,9 +17,14 @@ import pytest
 from sklearn.linear_model import Ridge, RidgeClassifier
 
 from conftest import tiny_digits_config
-from vit_jax import checkpoint, fewshot, input_pipeline, models, train
+from vit_jax import fewshot
+from vit_jax.data import input_pipeline
+from vit_jax.model import vit as models
+from vit_jax.tools import linear_fewshot
+from vit_jax.training import trainer
+from vit_jax.weights import checkpoint
 
-L2 = fewshot.DEFAULT_L2_REG
+L2 = linear_fewshot.DEFAULT_L2_REG
 
 
 def reference_design(x: np.ndarray) -> np.ndarray:
@@ -39,7 +44,7 @@ def test_solution_equals_sklearn_ridge_and_lstsq(n, dim):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, dim)) * rng.uniform(0.1, 5, size=dim) + rng.normal(size=dim)
     labels = np.arange(n) % 4
-    sol = fewshot.solve_lsr(x, labels, 4, L2)
+    sol = linear_fewshot.solve_lsr(x, labels, 4, L2)
     design = reference_design(x)
     targets = 2.0 * (labels[:, None] == np.arange(4)) - 1.0
     ridge = Ridge(alpha=L2, fit_intercept=False, solver="svd").fit(design, targets)
@@ -51,20 +56,20 @@ def test_solution_equals_sklearn_ridge_and_lstsq(n, dim):
     test = rng.normal(size=(7, dim))
     test_design = (test - x.mean(0)) / (x.std(0) + 1e-5)
     test_design = np.hstack([test_design, np.full((7, 1), 100.0)])
-    np.testing.assert_allclose(fewshot.predict_lsr(sol, test), ridge.predict(test_design),
+    np.testing.assert_allclose(linear_fewshot.predict_lsr(sol, test), ridge.predict(test_design),
                                atol=1e-5, rtol=1e-5)
 
 
 def test_shot_selection_is_nested_per_class_and_seeded():
     labels = np.array([0] * 7 + [1] * 3 + [2] * 30)
-    a = fewshot.shot_indices(labels, 3, (1, 5, 10), seed=0)
+    a = linear_fewshot.shot_indices(labels, 3, (1, 5, 10), seed=0)
     assert [np.bincount(labels[a[k]], minlength=3).tolist() for k in (1, 5, 10)] == [
         [1, 1, 1], [5, 3, 5], [7, 3, 10]]  # a class with fewer gives all it has
     for c in range(3):
         assert set(a[1][labels[a[1]] == c]) <= set(a[5][labels[a[5]] == c])
-    b = fewshot.shot_indices(labels, 3, (10,), seed=0)
+    b = linear_fewshot.shot_indices(labels, 3, (10,), seed=0)
     np.testing.assert_array_equal(a[10], b[10])
-    assert not np.array_equal(fewshot.shot_indices(labels, 3, (10,), seed=1)[10], a[10])
+    assert not np.array_equal(linear_fewshot.shot_indices(labels, 3, (10,), seed=1)[10], a[10])
 
 
 def test_accuracy_equals_ridge_classifier_per_seed():
@@ -72,9 +77,9 @@ def test_accuracy_equals_ridge_classifier_per_seed():
     train_x, train_y = clusters(rng, 5, 40, 16, spread=4.0)  # overlapping: not all correct
     test_x, test_y = clusters(np.random.default_rng(1), 5, 40, 16, spread=4.0)
     test_x = test_x + rng.normal(size=test_x.shape)
-    got = fewshot.fewshot_accuracy(train_x, train_y, test_x, test_y, 5, (2, 10), seeds=2)
+    got = linear_fewshot.fewshot_accuracy(train_x, train_y, test_x, test_y, 5, (2, 10), seeds=2)
     for seed in range(2):
-        for k, idx in fewshot.shot_indices(train_y, 5, (2, 10), seed).items():
+        for k, idx in linear_fewshot.shot_indices(train_y, 5, (2, 10), seed).items():
             x = train_x[idx]
             clf = RidgeClassifier(alpha=L2, fit_intercept=False).fit(
                 reference_design(x), train_y[idx])  # sklearn encodes the classes as ±1
@@ -88,8 +93,8 @@ def test_separable_clusters_are_solved():
     rng = np.random.default_rng(2)
     train_x, train_y = clusters(rng, 4, 30, 12)
     test_x, test_y = clusters(np.random.default_rng(2), 4, 30, 12)
-    result = fewshot.fewshot_accuracy(train_x, train_y, test_x, test_y, 4, (1, 5), seeds=3)
-    assert fewshot.summarize(result) == {"1shot": 1.0, "5shot": 1.0}
+    result = linear_fewshot.fewshot_accuracy(train_x, train_y, test_x, test_y, 4, (1, 5), seeds=3)
+    assert linear_fewshot.summarize(result) == {"1shot": 1.0, "5shot": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +110,7 @@ def tiny_npz(tmp_path_factory):
 def test_features_are_the_models_pre_logits_of_the_eval_transform(digits_dir, tiny_npz):
     _, model, params = tiny_npz
     data = tiny_digits_config(digits_dir)
-    feats, labels = fewshot.extract_features(model, params, data, "test[:70]", batch_size=32)
+    feats, labels = linear_fewshot.extract_features(model, params, data, "test[:70]", batch_size=32)
     batch = next(input_pipeline.create_eval_iter(data, "test", global_batch_size=5))
     pre_logits = jax.jit(lambda p, x: model.apply({"params": p}, x, return_features=True)[1][
         "pre_logits"])(params, batch["image"])
@@ -116,11 +121,12 @@ def test_features_are_the_models_pre_logits_of_the_eval_transform(digits_dir, ti
 
 def test_evaluate_fewshot_of_an_npz(digits_dir, tiny_npz):
     path, model, params = tiny_npz
-    got = fewshot.evaluate_fewshot(path, "digits", data_dir=digits_dir, shots=(1, 3), seeds=2)
+    got = linear_fewshot.evaluate_fewshot(path, "digits", data_dir=digits_dir, shots=(1, 3),
+                                          seeds=2)
     data = tiny_digits_config(digits_dir, eval_resize_ratio=0.875)  # a .npz's default
-    train_f = fewshot.extract_features(model, params, data, "train")
-    test_f = fewshot.extract_features(model, params, data, "test")
-    assert got == fewshot.fewshot_accuracy(*train_f, *test_f, 10, (1, 3), 2)
+    train_f = linear_fewshot.extract_features(model, params, data, "train")
+    test_f = linear_fewshot.extract_features(model, params, data, "test")
+    assert got == linear_fewshot.fewshot_accuracy(*train_f, *test_f, 10, (1, 3), 2)
     assert all(len(v) == 2 and 0.0 <= min(v) <= max(v) <= 1.0 for v in got.values())
 
 
@@ -164,7 +170,7 @@ def test_training_writes_fewshot_to_history_tensorboard_and_metrics(digits_dir, 
         "fewshot.every_steps": 4, "fewshot.shots": (1, 5), "fewshot.seeds": 2,
         "fewshot.train_split": "train[:300]", "fewshot.test_split": "test[:100]"})
     workdir = str(tmp_path / "wd")
-    final = train.train_and_evaluate(config, workdir)
+    final = trainer.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "history.jsonl")) as f:
         rows = [json.loads(line) for line in f if '"fewshot"' in line]
     assert [r["step"] for r in rows] == [4, 8]
@@ -172,9 +178,9 @@ def test_training_writes_fewshot_to_history_tensorboard_and_metrics(digits_dir, 
     assert final["fewshot"] == {"dataset": "digits", "1shot": rows[-1]["1shot"],
                                 "5shot": rows[-1]["5shot"]}
     # The same figure from the final checkpoint through the library call.
-    again = fewshot.evaluate_fewshot(workdir, train_split="train[:300]",
+    again = linear_fewshot.evaluate_fewshot(workdir, train_split="train[:300]",
                                      test_split="test[:100]", shots=(1, 5), seeds=2)
-    assert fewshot.summarize(again) == {k: final["fewshot"][k] for k in ("1shot", "5shot")}
+    assert linear_fewshot.summarize(again) == {k: final["fewshot"][k] for k in ("1shot", "5shot")}
     from tensorboard.backend.event_processing import event_accumulator
 
     events = event_accumulator.EventAccumulator(workdir)
@@ -187,7 +193,7 @@ def test_training_writes_fewshot_to_history_tensorboard_and_metrics(digits_dir, 
 def test_evaluator_takes_params_as_the_layouts_hold_them(digits_dir, tiny_npz, layout):
     _, model, params = tiny_npz
     data = tiny_digits_config(digits_dir)
-    evaluator = fewshot.FewshotEvaluator(model, data, "train[:200]", "test[:100]", (1, 2), 2)
+    evaluator = linear_fewshot.FewshotEvaluator(model, data, "train[:200]", "test[:100]", (1, 2), 2)
     devices = jax.devices()
     if layout == "sharded":  # every array split (or replicated) over 8 devices, as fsdp/jit
         mesh = jax.sharding.Mesh(np.array(devices), ("data",))
@@ -204,7 +210,7 @@ def test_evaluator_takes_params_as_the_layouts_hold_them(digits_dir, tiny_npz, l
 
 
 def test_a_workdir_resumes_with_other_fewshot_settings(digits_dir, tmp_path):
-    from vit_jax import state
+    from vit_jax.training import state
 
     config = tiny_digits_config(digits_dir)
     workdir = tmp_path / "wd"

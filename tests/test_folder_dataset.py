@@ -1,4 +1,4 @@
-"""`folder:PATH` datasets (vit_jax/datasets/folder.py): splits, checks, and a real run.
+"""`folder:PATH` datasets (vit_jax/data/folder.py): splits, checks, and a real run.
 
 Every folder here is real PNG/JPEG files written with PIL; nothing is mocked.
 """
@@ -13,7 +13,10 @@ from PIL import Image
 
 from conftest import tiny_digits_config
 from vit_core.errors import DatasetError
-from vit_jax import dataset_info, evaluate, input_pipeline, predict, train
+from vit_jax.data import dataset_info, input_pipeline
+from vit_jax.tools import prediction
+from vit_jax.training import trainer
+from vit_jax.weights import loading
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}
 FORMATS = {"cat": "png", "dog": "jpg", "owl": "png"}  # PNG and JPEG, RGB and RGBA
@@ -106,17 +109,17 @@ def test_train_evaluate_and_predict_with_folder_class_names(images, tmp_path, ca
         flip=True, eval_resize_ratio=0.875, batch_size=16, eval_batch_size=8,
         num_train_steps=6, log_every_steps=3, checkpoint_every_steps=6)
     workdir = str(tmp_path / "run")
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["step"] == 6
     assert metrics["eval"]["num_examples"] == 3 and metrics["test"]["num_examples"] == 6
-    loaded = evaluate.load_model(workdir)
+    loaded = loading.load_model(workdir)
     assert loaded.class_names == ["cat", "dog", "owl"]
     paths = [str(images / "test" / n / f"00.{FORMATS[n]}") for n in COLOURS]
-    results = predict.predict(loaded, paths, top_k=3)
+    results = prediction.predict(loaded, paths, top_k=3)
     for path, top in zip(paths, results, strict=True):
-        print(predict.format_prediction(path, top))
+        print(prediction.format_prediction(path, top))
         assert sorted(name for name, _ in top) == ["cat", "dog", "owl"]
     assert "owl (" in capsys.readouterr().out
 

@@ -23,8 +23,9 @@ from _train_subprocess import Trainer, subprocess_env, train_flags
 from jax.sharding import PartitionSpec
 
 from conftest import assert_bit_identical, tiny_digits_config
-from vit_jax import models, optim, parallel, steps, train
-from vit_jax.state import TrainState
+from vit_jax.model import vit as models
+from vit_jax.training import optim, parallel, steps, trainer
+from vit_jax.training.state import TrainState
 
 # The digits config at 8x8, global batch 32, a loss logged at every step, checkpoints at
 # 10 and 20. Every field `tiny_digits_config` changes is set here too (except the
@@ -114,7 +115,7 @@ def runs(digits_dir, tmp_path_factory):
     """20 steps under "jit" and under "fsdp", in this process (8 fake CPU devices)."""
     root = tmp_path_factory.mktemp("fsdp")
     for name in ("jit", "fsdp"):
-        result = train.train_and_evaluate(
+        result = trainer.train_and_evaluate(
             tiny_digits_config(digits_dir, **RUN, parallelism=name), str(root / name))
         assert result["compiles"] == 1, name
     return root

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from vit_jax import host_memory
+from vit_jax.training import host_memory
 
 _PROBE = """
 import resource, sys
-from vit_jax.host_memory import retain_freed_memory
+from vit_jax.training.host_memory import retain_freed_memory
 applied = retain_freed_memory()  # before JAX creates its CPU client
 import jax, jax.numpy as jnp
 

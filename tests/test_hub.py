@@ -42,7 +42,7 @@ def run_python(code: str, hf_home: Path, **env: str) -> subprocess.CompletedProc
                           text=True, timeout=60)
 
 
-FETCH = ("import sys; from vit_core.errors import run_cli; from vit_jax import hub; "
+FETCH = ("import sys; from vit_core.errors import run_cli; from vit_jax.weights import hub; "
          "print(*run_cli(lambda: hub.fetch(sys.argv[1])), sep='\\n')")
 
 
@@ -98,7 +98,7 @@ def test_no_network_uses_the_cache_or_says_so_in_one_line_at_once(tmp_path):
 @pytest.mark.parametrize("name", ["hf-hub:vit-base", "hf-hub:a/b/c", "hf-hub:/x", "hf-hub:../x"])
 def test_malformed_names(name):
     from vit_core.errors import CheckpointError
-    from vit_jax import hub
+    from vit_jax.weights import hub
 
     with pytest.raises(CheckpointError, match="is not a Hugging Face Hub name: expected "
                                               "hf-hub:ORG/REPO"):
@@ -106,7 +106,7 @@ def test_malformed_names(name):
 
 
 def test_parse_name_with_revision():
-    from vit_jax import hub
+    from vit_jax.weights import hub
 
     assert hub.parse_name("hf-hub:google/vit-base-patch16-224@main") == (
         "google/vit-base-patch16-224", "main")
@@ -116,7 +116,7 @@ def test_parse_name_with_revision():
 
 # ------------------------------------------------------------------ conversion to npz
 RESOLVE = ("import json, sys; from vit_core.errors import run_cli; "
-           "from vit_jax import pretrained; "
+           "from vit_jax.weights import pretrained; "
            "print(json.dumps(run_cli(lambda: pretrained.resolve(sys.argv[1]))))")
 
 
@@ -230,7 +230,7 @@ def test_real_timm_and_transformers_repos_give_their_own_logits_in_vit_jax(tmp_p
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     transformers = pytest.importorskip("transformers")
-    from vit_jax import evaluate
+    from vit_jax.weights import loading
 
     torch.manual_seed(0)
     timm_model = timm.create_model(
@@ -255,14 +255,14 @@ def test_real_timm_and_transformers_repos_give_their_own_logits_in_vit_jax(tmp_p
         with torch.no_grad():
             out = model(nchw)
         want = (out.logits if hasattr(out, "logits") else out).numpy()  # (B, 5)
-        got = evaluate.predict_logits(evaluate.load_model(path), images)  # (B, 5)
+        got = loading.predict_logits(loading.load_model(path), images)  # (B, 5)
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=repo)
         # The check can fail: the same weights with the tanh GELU are off by much more.
-        tanh = evaluate.predict_logits(evaluate.load_model(path, gelu_approximate=True), images)
+        tanh = loading.predict_logits(loading.load_model(path, gelu_approximate=True), images)
         assert np.abs(tanh - want).max() > 100 * np.abs(got - want).max(), repo
 
 
-@pytest.mark.slow  # importing vit_jax.train (TensorFlow) in a fresh process: 10-30 s here
+@pytest.mark.slow  # importing the trainer (TensorFlow) in a fresh process: 10-30 s here
 def test_init_checkpoint_takes_an_hf_hub_name_and_its_model_options(tmp_path):
     from vit_core.hf_config import make_config
     from vit_core.layouts import official_to_hf
@@ -272,9 +272,10 @@ def test_init_checkpoint_takes_an_hf_hub_name_and_its_model_options(tmp_path):
     fill_hub_cache(tmp_path / "hf", "google/vit-testing", {
         "config.json": json.dumps(make_config(spec)).encode(),
         "model.safetensors": _safetensors(official_to_hf(flat, spec))})
-    code = ("from configs import digits; from vit_jax import train; c = digits.get_config(); "
+    code = ("from configs import digits; from vit_jax.training import trainer; "
+            "c = digits.get_config(); "
             "c.model.variant = 'S/16'; c.init_checkpoint = 'hf-hub:google/vit-testing'; "
-            "print(train.use_init_checkpoint_options(c)); "
+            "print(trainer.use_init_checkpoint_options(c)); "
             "print(c.model.variant, c.model.layer_norm_eps, c.model.gelu_approximate)")
     result = run_python(code, tmp_path / "hf", HF_HUB_OFFLINE="1",
                         VIT_JAX_CACHE=str(tmp_path / "cache"))

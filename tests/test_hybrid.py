@@ -22,7 +22,9 @@ from vit_core.layouts import (
 )
 from vit_core.params import param_table, spec_from_official
 from vit_core.spec import ViTSpec
-from vit_jax import checkpoint, models, pretrained, train
+from vit_jax.model import vit as models
+from vit_jax.training import trainer
+from vit_jax.weights import checkpoint, pretrained
 from vit_torch import convert
 
 timm = pytest.importorskip("timm")
@@ -178,7 +180,7 @@ def test_r50_b16_runlocal_fine_tunes_at_a_larger_size(tmp_path):
     config.init_checkpoint, config.reinit_head, config.image_size = (
         str(tmp_path / "pre.npz"), True, 64)
     with tfds.testing.mock_data(num_examples=24):
-        result = train.train_and_evaluate(config, str(tmp_path / "wd"))
+        result = trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert result["step"] == 2 and config.model.variant == "testing-hybrid"
     with pytest.raises(ConfigError, match="Unknown config argument"):
         r50_b16.get_config("runlcoal")

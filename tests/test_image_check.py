@@ -1,4 +1,4 @@
-"""vit_jax/datasets/image_check.py: every image decoded, decisions as TensorFlow's, one line.
+"""vit_jax/data/image_check.py: every image decoded, decisions as TensorFlow's, one line.
 
 The files are crafted with PIL and by hand (truncations, forged headers, a decompression
 bomb's header); nothing is mocked. The decisions are checked against what the training
@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from vit_core.errors import DatasetError
-from vit_jax import dataset_info, input_pipeline, predict, visualize
-from vit_jax.datasets import image_check
+from vit_jax import predict, visualize
+from vit_jax.data import dataset_info, image_check, input_pipeline
 
 RGB = np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)  # (H, W, 3)
 

@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vit_jax import input_benchmark
+from vit_jax.tools import input_benchmarking
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def test_input_benchmark_measures_every_setting_and_writes_json(tmp_path, capsys
     table = capsys.readouterr().out
     assert "| off |" in table and "| (2, 15) |" in table and "cores for 100 img/s" in table
     # The source is a tfds dataset of the JPEG files as written (what the pipeline decodes).
-    builder = tfds.builder(input_benchmark.DATASET, data_dir=str(data_dir))
+    builder = tfds.builder(input_benchmarking.DATASET, data_dir=str(data_dir))
     assert builder.info.splits["train"].num_examples == 6
     assert builder.info.features["image"].encoding_format == "jpeg"
     jpegs = sorted((data_dir / "downloads" / "manual").glob("*.jpg"))

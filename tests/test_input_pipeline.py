@@ -1,4 +1,4 @@
-"""vit_jax.input_pipeline and the digits dataset: splits, batches, determinism, errors.
+"""vit_jax.data.input_pipeline and the digits dataset: splits, batches, determinism, errors.
 
 Real data is scikit-learn's digits, built once into a temporary data_dir; ImageNet and
 CIFAR-10 are checked under tfds.testing.mock_data (random images, nothing downloaded).
@@ -16,8 +16,7 @@ import tensorflow_datasets as tfds
 
 from configs import default
 from vit_core.errors import DatasetError
-from vit_jax import dataset_info, input_pipeline
-from vit_jax.datasets import digits
+from vit_jax.data import dataset_info, digits, input_pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -288,7 +287,7 @@ def test_mocked_tfds_datasets(tmp_path, dataset, num_classes):
 
 def test_import_registers_digits_without_importing_tensorflow():
     code = (
-        "import sys, tensorflow_datasets as tfds, vit_jax.input_pipeline\n"
+        "import sys, tensorflow_datasets as tfds, vit_jax.data.input_pipeline\n"
         "assert tfds.builder_cls('digits').name == 'digits'\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported eagerly'\n"
     )

@@ -22,7 +22,8 @@ from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
 from vit_core import npz  # noqa: E402
 from vit_core.errors import CheckpointError, ConfigError  # noqa: E402
 from vit_core.files import read_official  # noqa: E402
-from vit_jax import checkpoint, models  # noqa: E402
+from vit_jax.model import vit as models  # noqa: E402
+from vit_jax.weights import checkpoint  # noqa: E402
 from vit_torch import convert, files  # noqa: E402
 from vit_torch import model as torch_vit  # noqa: E402
 from vit_torch.model import create_model  # noqa: E402

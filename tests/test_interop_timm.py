@@ -22,7 +22,8 @@ from parity.harness import LOGITS_REL, assert_rel_close  # noqa: E402
 from vit_core import npz  # noqa: E402
 from vit_core.errors import CheckpointError  # noqa: E402
 from vit_core.params import spec_from_official  # noqa: E402
-from vit_jax import checkpoint, models  # noqa: E402
+from vit_jax.model import vit as models  # noqa: E402
+from vit_jax.weights import checkpoint  # noqa: E402
 from vit_torch import convert, files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

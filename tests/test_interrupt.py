@@ -20,7 +20,7 @@ import pytest
 from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env, train_flags
 
 from conftest import assert_bit_identical
-from vit_jax import evaluate
+from vit_jax.weights import loading
 
 RUN = dict(image_size=8, batch_size=16, num_train_steps=20, warmup_steps=2,
            checkpoint_every_steps=5, log_every_steps=1, sync_every_steps=1, eval_every_steps=0,
@@ -83,8 +83,8 @@ def test_ctrl_c_saves_the_step_exits_130_and_resumes_bit_identical(
         assert again.wait() == 0, again.tail()
     assert f"Resuming from the checkpoint at step {stopped} " in again.output()
     assert logged_train_steps(workdir) == list(range(1, RUN["num_train_steps"] + 1))
-    assert_bit_identical(evaluate.load_model(workdir).params,
-                         evaluate.load_model(reference_dir).params)
+    assert_bit_identical(loading.load_model(workdir).params,
+                         loading.load_model(reference_dir).params)
 
 
 @pytest.mark.slow  # 20-40 s here

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 from vit_core.errors import ConfigError
-from vit_jax import memory, models
+from vit_jax import memory
+from vit_jax.model import vit as models
+from vit_jax.tools import step_memory
 
 TINY = dict(variant="testing", batch_size=2, image_size=16, num_classes=10)
 
 
 def test_memory_of_the_compiled_step_and_the_residuals() -> None:
-    m = memory.measure(memory.Setting(**TINY, dtype="float32"))
+    m = step_memory.measure(step_memory.Setting(**TINY, dtype="float32"))
     x, r = m["xla"], m["residuals"]
     assert x["arguments"] > 0 and x["temporaries"] > 0 and x["flops"] > 0
     assert x["peak"] == x["arguments"] + x["outputs"] + x["temporaries"] - x["aliased"]
@@ -31,13 +33,13 @@ def test_memory_of_the_compiled_step_and_the_residuals() -> None:
     assert in_blocks and all(g["count"] % 2 == 0 for g in in_blocks)  # as many per block
     assert any("_softmax_attention_fwd" in g["where"] for g in in_blocks)
     # bfloat16 residuals are smaller than float32's.
-    bf16 = memory.saved_residuals(memory.Setting(**TINY, dtype="bfloat16"))
+    bf16 = step_memory.saved_residuals(step_memory.Setting(**TINY, dtype="bfloat16"))
     assert bf16["blocks"] < r["blocks"]
 
 
 @pytest.mark.slow
 def test_remat_policies_save_less_and_cost_more() -> None:
-    measured = {p: memory.measure(memory.Setting(**TINY, remat_policy=p, dtype="float32"))
+    measured = {p: step_memory.measure(step_memory.Setting(**TINY, remat_policy=p, dtype="float32"))
                 for p in models.REMAT_POLICIES}
     saved = {p: m["residuals"]["blocks"] for p, m in measured.items()}
     assert saved["none"] < saved["dots"] < saved["default"]

@@ -8,8 +8,10 @@ import pytest
 
 from configs import default
 from vit_core import errors
-from vit_jax import mixup, models, optim, parallel, steps
-from vit_jax.state import TrainState
+from vit_jax.data import mixup
+from vit_jax.model import vit as models
+from vit_jax.training import optim, parallel, steps
+from vit_jax.training.state import TrainState
 
 K, B, S = 10, 16, 8  # classes, batch, image side
 MODES = {"mixup": dict(mixup_alpha=0.2), "cutmix": dict(cutmix_alpha=1.0),

@@ -1,4 +1,4 @@
-"""vit_jax.models: shapes, options, variants and the clear errors of bad input."""
+"""vit_jax.model.vit: shapes, options, variants and the clear errors of bad input."""
 
 import functools
 
@@ -11,7 +11,8 @@ import pytest
 from vit_core import npz, posemb
 from vit_core.errors import ConfigError
 from vit_core.variants import decode_variant
-from vit_jax import checkpoint, models
+from vit_jax.model import vit as models
+from vit_jax.weights import checkpoint
 
 # Parameter counts of the released 1000-class models (timm / official), 224² input.
 RELEASED_COUNTS = {

@@ -31,7 +31,7 @@ from _train_subprocess import (
 )
 
 from conftest import assert_bit_identical
-from vit_jax import evaluate
+from vit_jax.weights import loading
 
 # Every test here waits for 3 training processes (the notes measured ~3 min for the file).
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ PREEMPTED_RUN = RUN | dict(log_every_steps=1, sync_every_steps=1, checkpoint_eve
 def load_params(workdir: str) -> dict[str, Any]:
     """Params of the latest checkpoint, onto this process's first device.
 
-    Written out here, independently of `evaluate.load_model` (and `state.restore_params`),
+    Written out here, independently of `loading.load_model` (and `state.restore_params`),
     which test_multihost_workdir_loads_for_inference checks against it.
     """
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
@@ -163,7 +163,7 @@ def test_both_processes_write_each_checkpoint(two_runs):
 def test_multihost_workdir_loads_for_inference(two_runs):
     """One process loads what 2 processes saved (orbax's saved sharding names their devices)."""
     _, multi, _, _ = two_runs
-    loaded = evaluate.load_model(multi)
+    loaded = loading.load_model(multi)
     assert_bit_identical(loaded.params, load_params(multi))
 
 

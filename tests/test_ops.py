@@ -13,7 +13,8 @@ import pytest
 from jax.ad_checkpoint import print_saved_residuals
 
 from vit_core.variants import decode_variant
-from vit_jax import models, ops
+from vit_jax.model import ops
+from vit_jax.model import vit as models
 
 
 @pytest.mark.parametrize("approximate", [True, False])

@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from vit_core import errors, npz
-from vit_jax import optim
+from vit_jax.training import optim
 from vit_torch import recipe
 
 TOTAL, WARMUP, PEAK, END = 30, 5, 2e-3, 1e-4
@@ -147,7 +147,7 @@ def test_bfloat16_first_moment():
 
 def test_decay_mask_is_kernels_and_torch_decays_the_same_tensors():
     from vit_core.params import param_table
-    from vit_jax import models
+    from vit_jax.model import vit as models
     from vit_torch.model import create_model
 
     model = models.create_model("testing", num_classes=10, representation_size=32)

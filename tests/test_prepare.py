@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from vit_core.errors import DatasetError
-from vit_jax import dataset_info, prepare
-from vit_jax.dataset_info import DatasetNotFoundError
+from vit_jax import prepare
+from vit_jax.data import dataset_info
+from vit_jax.data.dataset_info import DatasetNotFoundError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,7 @@ def _online(host: str) -> bool:
 @pytest.mark.skipif(_online("www.cs.toronto.edu"), reason="checks the offline failure")
 def test_offline_download_fails_in_seconds_with_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = ("import sys, time; from vit_jax import dataset_info, prepare; "
+    code = ("import sys, time; from vit_jax import prepare; from vit_jax.data import dataset_info; "
             "dataset_info.import_tensorflow(); print(f'start {time.time()}', flush=True); "
             "prepare.main(sys.argv[1:])")
     run = subprocess.run([sys.executable, "-c", code, "cifar10", "--data_dir", str(tmp_path)],

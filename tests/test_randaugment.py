@@ -1,4 +1,4 @@
-"""vit_jax.randaugment: each op against PIL, the magnitudes, the randomness, the pipeline.
+"""vit_jax.data.randaugment: each op against PIL, the magnitudes, the randomness, the pipeline.
 
 PIL is the reference the TF ops were written to reproduce (the RandAugment paper's ops are
 PIL's). Tolerances are in grey levels (uint8) and stated per case:
@@ -22,7 +22,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from conftest import tiny_digits_config
 from vit_core.errors import ConfigError
-from vit_jax import input_pipeline, randaugment
+from vit_jax.data import input_pipeline, randaugment
 
 GREY = (randaugment.FILL_VALUE,) * 3
 

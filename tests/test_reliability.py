@@ -3,7 +3,7 @@
 The kill and SIGTERM tests run the real CLI in subprocesses (1 CPU device each, through
 `tests/_train_subprocess.py`, which only adds a per-step sleep so a signal lands mid-run)
 and compare the final parameters bit for bit with an uninterrupted run of the same
-command. Bad input is mostly checked in-process on `train.train_and_evaluate` (fast),
+command. Bad input is mostly checked in-process on `trainer.train_and_evaluate` (fast),
 and through the CLI for one flag error and one user error.
 
 NaN/inf losses: tests/test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint.
@@ -30,17 +30,11 @@ from _train_subprocess import REPO, Trainer, logged_train_steps, subprocess_env,
 
 from conftest import apply_overrides, assert_bit_identical
 from vit_core import errors
-from vit_jax import (
-    checkpoint,
-    dataset_info,
-    evaluate,
-    input_pipeline,
-    models,
-    optim,
-    parallel,
-    train,
-)
-from vit_jax.state import CheckpointStore, CheckpointUnreadableError, TrainState
+from vit_jax.data import dataset_info, input_pipeline
+from vit_jax.model import vit as models
+from vit_jax.training import optim, parallel, trainer
+from vit_jax.training.state import CheckpointStore, CheckpointUnreadableError, TrainState
+from vit_jax.weights import checkpoint, loading
 
 # 40 steps of the digits config at 8x8; a checkpoint every 5 steps; no evaluation.
 RUN: dict[str, Any] = dict(
@@ -112,7 +106,7 @@ class Reference:
         """Final parameters (waits for the run)."""
         if self._params is None:
             assert self.trainer.wait() == 0, self.trainer.tail()
-            self._params = evaluate.load_model(self.workdir).params
+            self._params = loading.load_model(self.workdir).params
         return self._params
 
 
@@ -165,7 +159,7 @@ def test_sigkill_mid_run_then_same_command_resumes_bit_identical(
     assert resumed % RUN["checkpoint_every_steps"] == 0 and 5 <= resumed <= killed_at
     # Steps resumed+1..killed_at ran twice; their rows are kept once (history dedup).
     assert logged_train_steps(workdir) == list(range(1, 41))
-    assert_bit_identical(evaluate.load_model(workdir).params, reference.params())
+    assert_bit_identical(loading.load_model(workdir).params, reference.params())
     if overrides:  # the augmentations did change the training (not silently ignored)
         with pytest.raises(AssertionError, match="differs"):
             assert_bit_identical(reference.params(), plain.params())
@@ -196,7 +190,7 @@ def test_sigterm_saves_the_current_step_exits_0_and_resumes_bit_identical(
         assert again.wait() == 0, again.tail()
     assert resumed_step(again.output()) == stopped
     assert logged_train_steps(workdir) == list(range(1, 41))  # no step lost or repeated
-    assert_bit_identical(evaluate.load_model(workdir).params, reference.params())
+    assert_bit_identical(loading.load_model(workdir).params, reference.params())
 
 
 # ---------------------------------------------------------- 4) damaged checkpoints
@@ -266,7 +260,7 @@ def test_no_readable_checkpoint_is_an_error_and_nothing_is_moved(reference, digi
     config = make_config(digits_dir, **RUN)
     with pytest.raises(CheckpointUnreadableError, match=r"(?s)None of the checkpoints .*"
                        r"step 40: .*step 35: .*Move them away"):
-        train.train_and_evaluate(config, str(workdir))
+        trainer.train_and_evaluate(config, str(workdir))
     assert file_digests(workdir) == before
 
 
@@ -395,7 +389,7 @@ def test_bad_input_is_one_clear_error_and_leaves_workdirs_untouched(
     # A fresh workdir: the specific error, and nothing left that would refuse the fixed run.
     fresh = tmp_path / "fresh"
     with pytest.raises(error, match=message) as e:
-        train.train_and_evaluate(bad, str(fresh))
+        trainer.train_and_evaluate(bad, str(fresh))
     assert isinstance(e.value, USER_ERRORS)  # the CLI prints it as one "error:" line
     assert not (fresh / "config.json").exists()
     assert not (fresh / "checkpoints").exists() or not os.listdir(fresh / "checkpoints")
@@ -407,7 +401,7 @@ def test_bad_input_is_one_clear_error_and_leaves_workdirs_untouched(
     shutil.copytree(reference.workdir, existing)
     before = file_digests(existing)
     with pytest.raises(USER_ERRORS):
-        train.train_and_evaluate(bad, str(existing))
+        trainer.train_and_evaluate(bad, str(existing))
     assert file_digests(existing) == before
 
 
@@ -421,7 +415,7 @@ def test_workdir_of_another_config_is_refused_untouched(reference, digits_dir, t
                        match=r"(?s)belongs to a run with a different config.*"
                        r"learning_rate: workdir has 0\.003, this run has 0\.01\n"
                        r"  seed: workdir has 0, this run has 3"):
-        train.train_and_evaluate(other, str(workdir))
+        trainer.train_and_evaluate(other, str(workdir))
     assert file_digests(workdir) == before
 
 

@@ -1,4 +1,4 @@
-"""How long a run trains and on which splits (vit_jax/run_plan.py), for every config.
+"""How long a run trains and on which splits (vit_jax/training/run_plan.py), for every config.
 
 The configs are loaded through the real `config_flags` parser, as the CLI loads them, so
 that the command-line overrides are the ones the CLI sees; the folders are real PNG
@@ -20,7 +20,10 @@ from ml_collections import config_flags
 from PIL import Image
 
 from vit_core.errors import ConfigError
-from vit_jax import dataset_info, evaluate, predict, run_plan
+from vit_jax.data import dataset_info
+from vit_jax.tools import prediction
+from vit_jax.training import evaluation, run_plan
+from vit_jax.weights import loading
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every config file, and every argument of those that take one.
@@ -196,10 +199,10 @@ def test_cli_run_of_ti16_on_a_folder_with_a_step_override(folders, tmp_path, cap
     assert (saved["num_train_steps"], saved["num_epochs"]) == (3, None)
     # The run's tools know the folder's classes without repeating its line.
     capfd.readouterr()
-    loaded = evaluate.load_model(workdir)
+    loaded = loading.load_model(workdir)
     image = os.path.join(dataset[len("folder:"):], "test", "dog", "0.png")
-    predict.predict(loaded, [image], top_k=2)
-    results = evaluate.evaluate_checkpoint(workdir)
+    prediction.predict(loaded, [image], top_k=2)
+    results = evaluation.evaluate_checkpoint(workdir)
     assert sorted(results) == ["test", "validation"] and loaded.class_names == ["cat", "dog"]
     assert "folder dataset" not in "".join(capfd.readouterr())
     # evaluate --config chooses the splits as training does, and names them truly.

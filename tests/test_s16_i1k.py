@@ -10,7 +10,8 @@ from ml_collections import config_flags
 
 from configs import s16_i1k
 from vit_core import errors
-from vit_jax import evaluate, run_plan, train
+from vit_jax.training import run_plan, trainer
+from vit_jax.weights import loading
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,8 +50,8 @@ def test_runs_under_mock_imagenet(arg, tmp_path):
     config = s16_i1k.get_config(arg)
     config.data_dir = str(tmp_path / "tfds")
     with tfds.testing.mock_data(num_examples=40):
-        result = train.train_and_evaluate(config, str(tmp_path / "wd"))
-        loaded = evaluate.load_model(str(tmp_path / "wd"))  # reads the class names
+        result = trainer.train_and_evaluate(config, str(tmp_path / "wd"))
+        loaded = loading.load_model(str(tmp_path / "wd"))  # reads the class names
     assert result["step"] == 2 and result["test"]["num_examples"] > 0
     assert loaded.params["pre_logits"]["kernel"].shape == (32, 32)  # width → width, tanh
     assert loaded.params["head"]["kernel"].shape == (32, 1000)

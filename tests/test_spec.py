@@ -14,7 +14,8 @@ from vit_core.errors import CheckpointError, ConfigError
 from vit_core.params import official_shapes, param_table, spec_from_official
 from vit_core.spec import ViTSpec, spec_from_config
 from vit_core.variants import HYBRIDS, VARIANTS
-from vit_jax import checkpoint, models
+from vit_jax.model import vit as models
+from vit_jax.weights import checkpoint
 from vit_torch import model as torch_vit
 
 OPTIONS = [

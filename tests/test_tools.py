@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_jax import checkpoint, evaluate, models, plot, predict, visualize
+from vit_jax import plot, predict, visualize
+from vit_jax.model import vit as models
+from vit_jax.tools import attention_maps, curves, prediction
+from vit_jax.weights import checkpoint, loading
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROB = re.compile(r"\((\d\.\d{4})\)")
@@ -27,7 +30,7 @@ def workdir(tiny_workdir):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """A digit as 8×8 grayscale PNG, 30×20 RGBA PNG and 50×50 RGB JPEG, plus a non-image."""
-    from vit_jax.datasets import digits
+    from vit_jax.data import digits
 
     folder = tmp_path_factory.mktemp("images")
     pixels = digits.load_source()[0][0, ..., 0]  # uint8 (8, 8)
@@ -49,29 +52,29 @@ def _check_top5(top, names):
 
 
 def test_predict_function_matches_the_model(workdir, images):
-    results = predict.predict(workdir, images[:3], top_k=5)
+    results = prediction.predict(workdir, images[:3], top_k=5)
     assert len(results) == 3
     for top in results:
         _check_top5(top, [str(i) for i in range(10)])
     # The 8×8 PNG at image_size 8 (eval_resize_ratio 1.0) is just rescaled: compare with
     # the model applied directly.
-    loaded = evaluate.load_model(workdir)
+    loaded = loading.load_model(workdir)
     pixels = np.asarray(Image.open(images[0]), np.float32)[..., None].repeat(3, -1)
-    logits = evaluate.predict_logits(loaded, pixels[None] / 127.5 - 1.0)[0]
+    logits = loading.predict_logits(loaded, pixels[None] / 127.5 - 1.0)[0]
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert results[0][0] == (str(int(probs.argmax())), pytest.approx(probs.max(), abs=1e-5))
 
 
 def test_predict_on_a_released_layout_npz(workdir, images, digits_dir, tmp_path):
-    loaded = evaluate.load_model(workdir)
+    loaded = loading.load_model(workdir)
     npz = str(tmp_path / "model.npz")
     checkpoint.save_npz(npz, loaded.params)
-    from_npz = predict.load_checkpoint(npz, dataset="digits", data_dir=digits_dir)
+    from_npz = loading.load_model(npz, dataset="digits", data_dir=digits_dir)
     assert from_npz.class_names == [str(i) for i in range(10)]
-    batch = predict.preprocess(from_npz, [predict.load_image(p) for p in images[:2]])
-    np.testing.assert_allclose(evaluate.predict_logits(from_npz, batch),
-                               evaluate.predict_logits(loaded, batch), atol=1e-5)
-    for top in predict.predict(npz, images[:2], top_k=3):  # no dataset: class indices
+    batch = prediction.preprocess(from_npz, [prediction.load_image(p) for p in images[:2]])
+    np.testing.assert_allclose(loading.predict_logits(from_npz, batch),
+                               loading.predict_logits(loaded, batch), atol=1e-5)
+    for top in prediction.predict(npz, images[:2], top_k=3):  # no dataset: class indices
         assert len(top) == 3 and all(name.isdigit() for name, _ in top)
 
 
@@ -101,10 +104,10 @@ def test_readme_sample_image_is_shipped_and_predicted(workdir):
     for path in sorted(set(found)):
         full = os.path.join(REPO, path)
         assert os.path.isfile(full), f"README names {path}, which is not in the repository"
-        pixels = predict.load_image(full)
+        pixels = prediction.load_image(full)
         name = os.path.basename(path)  # the file holds what make_samples.py writes
         np.testing.assert_array_equal(pixels, make_samples.sample_digit(make_samples.SAMPLES[name]))
-        [top] = predict.predict(workdir, [full], top_k=5)
+        [top] = prediction.predict(workdir, [full], top_k=5)
         _check_top5(top, [str(i) for i in range(10)])
 
 
@@ -167,9 +170,9 @@ def test_user_errors_exit_2(tool, argv, message, workdir, images, tmp_path, caps
 
 
 def test_attention_maps_are_distributions(workdir, images):
-    loaded = evaluate.load_model(workdir)
-    image = predict.preprocess(loaded, [predict.load_image(images[1])])[0]
-    maps = visualize.attention_maps(loaded, image)
+    loaded = loading.load_model(workdir)
+    image = prediction.preprocess(loaded, [prediction.load_image(images[1])])[0]
+    maps = attention_maps.attention_maps(loaded, image)
     assert maps["heads"].shape == (4, 2, 2) and maps["rollout"].shape == (2, 2)
     assert maps["logits"].shape == (10,)
     np.testing.assert_allclose(maps["heads"].sum(axis=(1, 2)), 1.0, atol=1e-6)
@@ -180,8 +183,8 @@ def test_attention_maps_are_distributions(workdir, images):
 def test_attention_maps_of_a_gap_model():
     model = models.create_model("testing", num_classes=3, classifier="gap")
     params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 12, 12, 3), np.float32))
-    loaded = evaluate.LoadedModel(model, params["params"], 12, None, None)
-    maps = visualize.attention_maps(loaded, np.zeros((12, 12, 3), np.float32))
+    loaded = loading.LoadedModel(model, params["params"], 12, None, None)
+    maps = attention_maps.attention_maps(loaded, np.zeros((12, 12, 3), np.float32))
     assert maps["heads"].shape == (4, 3, 3) and maps["rollout"].shape == (3, 3)
     np.testing.assert_allclose(maps["rollout"].sum(), 1.0, atol=1e-6)
 
@@ -190,25 +193,25 @@ def test_attention_rollout_is_row_stochastic():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 2, 5, 5))  # 3 blocks, 2 heads, 5 tokens
     attn = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    flow = visualize.attention_rollout(list(attn))
+    flow = attention_maps.attention_rollout(list(attn))
     np.testing.assert_allclose(flow.sum(-1), 1.0, atol=1e-12)
     # One block: heads averaged, identity added, renormalised.
     expected = (attn[0].mean(0) + np.eye(5)) / 2.0
-    np.testing.assert_allclose(visualize.attention_rollout([attn[0]]), expected, atol=1e-12)
+    np.testing.assert_allclose(attention_maps.attention_rollout([attn[0]]), expected, atol=1e-12)
 
 
 def test_visualize_writes_a_png_of_the_expected_size(workdir, images, tmp_path):
     out = str(tmp_path / "attn.png")
     visualize.main(["--checkpoint", workdir, images[0], images[2], "--out", out,
                     "--panel_size", "64"])
-    assert Image.open(out).size == visualize.figure_size(2, 4, 64)
+    assert Image.open(out).size == attention_maps.figure_size(2, 4, 64)
 
 
 def test_plot_writes_curves(workdir, tmp_path):
     out = str(tmp_path / "curves.png")
     plot.main([workdir, "--out", out])
     assert Image.open(out).size == (1000, 380)
-    series = plot.curves(plot.read_history(workdir))
+    series = curves.curves(curves.read_history(workdir))
     assert series["loss"]["train"][0] == [4, 8, 12]
     assert series["accuracy"]["validation"][0] == [12] and "test" in series["accuracy"]
 
@@ -220,5 +223,5 @@ def test_history_of_a_resumed_run_keeps_the_last_record(tmp_path):
     with open(tmp_path / "history.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
         f.write('{"step": 12, "spl')  # cut off by a crash
-    series = plot.curves(plot.read_history(str(tmp_path)))
+    series = curves.curves(curves.read_history(str(tmp_path)))
     assert series["loss"]["train"] == ([4, 8], [2.0, 1.4])

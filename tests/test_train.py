@@ -11,7 +11,8 @@ import tensorflow_datasets as tfds
 
 from conftest import tiny_digits_config
 from vit_core import errors
-from vit_jax import checkpoint, evaluate, train
+from vit_jax.training import trainer
+from vit_jax.weights import checkpoint, loading
 
 
 def _read_jsonl(path):
@@ -20,7 +21,7 @@ def _read_jsonl(path):
 
 
 def _params(workdir):
-    return evaluate.load_model(workdir).params
+    return loading.load_model(workdir).params
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_resume_continues_exactly(trained, tmp_path):
     final = _params(workdir)
     shutil.copytree(workdir, tmp_path / "wd")
     shutil.rmtree(tmp_path / "wd" / "checkpoints" / "12")  # as if killed after step 8's save
-    train.train_and_evaluate(config, str(tmp_path / "wd"))
+    trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     history = _read_jsonl(tmp_path / "wd" / "history.jsonl")
     # Step 12 was logged before the "kill" and again after the resume: one row remains.
     assert [h["step"] for h in history if h["split"] == "train"] == [4, 8, 12]
@@ -67,20 +68,20 @@ def test_workdir_written_before_a_field_existed_resumes(trained, tmp_path):
     saved = json.loads(path.read_text())
     del saved["model"]["num_registers"], saved["model"]["layer_norm_eps"]
     path.write_text(json.dumps(saved))
-    train.train_and_evaluate(config, str(tmp_path / "wd"))
+    trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     jax.tree.map(np.testing.assert_array_equal, _params(str(tmp_path / "wd")), _params(workdir))
     # A field it has with another value is still a different config.
     saved["model"]["num_registers"] = 2
     path.write_text(json.dumps(saved))
     with pytest.raises(errors.WorkdirError, match=r"model: workdir has"):
-        train.train_and_evaluate(config, str(tmp_path / "wd"))
+        trainer.train_and_evaluate(config, str(tmp_path / "wd"))
 
 
 def test_workdir_of_another_config_is_refused(trained):
     config, workdir, _ = trained
     other = tiny_digits_config(config.data_dir, learning_rate=1e-2)
     with pytest.raises(errors.WorkdirError, match=r"learning_rate: workdir has 0\.003"):
-        train.train_and_evaluate(other, workdir)
+        trainer.train_and_evaluate(other, workdir)
 
 
 @pytest.mark.slow  # 4 runs, 4 layouts compiled: 225 s at load 12 on 2 cores (2026-12-07)
@@ -96,7 +97,7 @@ def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
         config = tiny_digits_config(digits_dir, num_train_steps=5, checkpoint_every_steps=5,
                                     eval_split="", test_split=None, optimizer="sgd",
                                     learning_rate=0.1, **kw)
-        train.train_and_evaluate(config, str(tmp_path / name))
+        trainer.train_and_evaluate(config, str(tmp_path / name))
         runs[name] = _params(str(tmp_path / name))
         # One compile of the step in every layout (pmap once recompiled at step 2: its
         # initial state lived on a mesh named otherwise than the step's output).
@@ -111,11 +112,11 @@ def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
 def test_batch_size_must_split_over_devices(digits_dir, tmp_path):
     config = tiny_digits_config(digits_dir, batch_size=12)
     with pytest.raises(ValueError, match="divisible by the number of devices"):
-        train.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, monkeypatch):
-    from vit_jax import input_pipeline
+    from vit_jax.data import input_pipeline
 
     real_iter = input_pipeline.create_train_iter
 
@@ -128,9 +129,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, mon
     monkeypatch.setattr(input_pipeline, "create_train_iter", corrupt_from_step_6)
     config = tiny_digits_config(digits_dir, sync_every_steps=1)
     with pytest.raises(errors.TrainingError, match="Non-finite training metrics at step 6"):
-        train.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     assert os.listdir(tmp_path / "checkpoints") == ["4"]
-    params = evaluate.load_model(str(tmp_path)).params  # the kept checkpoint is finite
+    params = loading.load_model(str(tmp_path)).params  # the kept checkpoint is finite
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
@@ -139,7 +140,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path, mon
 def test_imagenet_configs_run_under_mock_data(name, tmp_path):
     import importlib
 
-    from vit_jax import models
+    from vit_jax.model import vit as models
 
     config = importlib.import_module(f"configs.{name}").get_config()
     config.model.variant = "testing"
@@ -156,7 +157,7 @@ def test_imagenet_configs_run_under_mock_data(name, tmp_path):
         config.init_checkpoint = str(tmp_path / "pre.npz")
         checkpoint.save_npz(config.init_checkpoint, params)
     with tfds.testing.mock_data(num_examples=40):
-        result = train.train_and_evaluate(config, str(tmp_path / "wd"))
+        result = trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert result["step"] == 2 and result["test"]["num_examples"] > 0
-    loaded = evaluate.load_model(str(tmp_path / "wd"))
+    loaded = loading.load_model(str(tmp_path / "wd"))
     assert loaded.params["head"]["kernel"].shape == (loaded.model.spec.hidden_size, 1000)

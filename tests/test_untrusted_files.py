@@ -282,11 +282,12 @@ def test_hf_shard_index_that_is_broken_or_points_elsewhere(hf_dir, tmp_path, cap
 # ------------------------------------------------------------- the same files in vit_jax
 @pytest.fixture(scope="module")
 def vit_jax_tools():
-    """vit_jax's predict and train modules: importing them (JAX, Flax, tfds) takes ~15 s
-    here, once; the tests themselves take milliseconds."""
-    from vit_jax import predict, train
+    """vit_jax's predict command and training library: importing them (JAX, Flax, tfds)
+    takes ~15 s here, once; the tests themselves take milliseconds."""
+    from vit_jax import predict
+    from vit_jax.training import trainer
 
-    return predict, train
+    return predict, trainer
 
 
 def test_vit_jax_predict_and_init_checkpoint_refuse_a_forged_npz(tmp_path, capsys,
@@ -295,7 +296,7 @@ def test_vit_jax_predict_and_init_checkpoint_refuse_a_forged_npz(tmp_path, capsy
 
     from conftest import tiny_digits_config
 
-    predict, train = vit_jax_tools
+    predict, trainer = vit_jax_tools
     path = _zip(tmp_path / "a.npz", {"w.npy": _npy((10**6, 10**6), data=b"\0" * 16)})
     why = (f"{path} is not a readable .npz file: member w.npy declares shape (1000000, 1000000) "
            "of float32 (4000000000000 bytes) but holds 16 bytes (truncated or forged).")
@@ -306,18 +307,19 @@ def test_vit_jax_predict_and_init_checkpoint_refuse_a_forged_npz(tmp_path, capsy
     assert e.value.code == 2 and capsys.readouterr().err == f"error: {why}\n"
     config = tiny_digits_config(None, init_checkpoint=path)
     with pytest.raises(errors.CheckpointError) as e:
-        train.use_init_checkpoint_options(config)  # what training reads first
+        trainer.use_init_checkpoint_options(config)  # what training reads first
     assert str(e.value) == why
 
 
 def test_workdir_config_that_is_not_json(tmp_path, vit_jax_tools):
     """A workdir whose config.json is broken: one WorkdirError (a UserError), no traceback."""
-    from vit_jax import evaluate, state
+    from vit_jax.training import state
+    from vit_jax.weights import loading
 
     (tmp_path / "config.json").write_text('{"model": ')
     with pytest.raises(errors.WorkdirError, match=r"config\.json is not a readable vit_jax "
                                                   r"config\.json: "):
-        evaluate.load_model(str(tmp_path))
+        loading.load_model(str(tmp_path))
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(errors.WorkdirError, match="holds a JSON list, not a config object"):
         state.read_workdir_config(str(tmp_path / "config.json"))

@@ -306,7 +306,8 @@ def test_bad_requests_raise_user_errors(tmp_path):
     for args, kw, kind, message in cases:
         with pytest.raises(kind, match=message):
             files.convert_file(*args, **kw)
-    # read_npz's own error (vit_jax.checkpoint's CheckpointError until it is the errors kind)
+    # read_npz's own error (vit_jax.weights.checkpoint's CheckpointError until it is the
+    # errors kind)
     with pytest.raises(errors.CheckpointError, match=r"Not a valid \.npz \(zip\) file"):
         files.convert_file(tmp_path / "junk.npz", tmp_path / "o.pt")
     assert not any(tmp_path.glob("o.*"))

@@ -73,7 +73,8 @@ def mirror(tmp_path):
     """A mirror holding a random-weight file of the release's shapes at its bucket path."""
     import jax
 
-    from vit_jax import checkpoint, models, pretrained
+    from vit_jax.model import vit as models
+    from vit_jax.weights import checkpoint, pretrained
 
     release = pretrained.RELEASES[RELEASE]
     shapes = models.param_shapes(models.VisionTransformer(release.spec))  # no compile
@@ -175,7 +176,7 @@ def test_readme_walkthrough_runs_as_written(mirror, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
     pytest.importorskip("transformers")
-    from vit_jax import evaluate
+    from vit_jax.weights import loading
 
     server, base_url, release = mirror
     blocks = readme_blocks()
@@ -234,9 +235,9 @@ def test_readme_walkthrough_runs_as_written(mirror, tmp_path, monkeypatch):
     x = namespace["x"]  # (1, 3, 64, 64)
     assert tuple(x.shape) == (1, 3, 64, 64)
     images = x.numpy().transpose(0, 2, 3, 1)  # (1, 64, 64, 3)
-    want = evaluate.predict_logits(evaluate.load_model(f"{run}.npz"), images)  # (1, 3)
+    want = loading.predict_logits(loading.load_model(f"{run}.npz"), images)  # (1, 3)
     np.testing.assert_array_equal(
-        want, evaluate.predict_logits(evaluate.load_model(run), images))
+        want, loading.predict_logits(loading.load_model(run), images))
     assert np.ptp(want) > 1e-3  # a trained head: the comparison can fail
     assert isinstance(namespace["timm_logits"], torch.Tensor)
     np.testing.assert_allclose(namespace["timm_logits"].numpy(), want, atol=1e-4, rtol=1e-4)

@@ -1,6 +1,6 @@
 """The fixed 2-D sin-cos position embedding (`posemb="sincos2d"`), in numpy only.
 
-Framework-free on purpose: `vit_jax.models` and `vit_torch.model` both add this very
+Framework-free on purpose: `vit_jax.model.vit` and `vit_torch.model` both add this very
 table, so the two frameworks differ in nothing but their matmuls. The formula is
 big_vision's `posemb_sincos_2d` (google-research/big_vision, `models/vit.py`, after MoCo
 v3), computed step by step in float32 as big_vision does in `jnp`.

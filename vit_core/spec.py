@@ -6,7 +6,7 @@ embedding is made for, the head, and the options (classifier, posemb, registers,
 epsilon, GELU form). It does not hold how a run trains (dropout, dtype, remat, scan,
 attention kernel): those are options of the models and configs.
 
-Every consumer derives from it: `vit_jax.models` and `vit_torch.model` build their modules
+Every consumer derives from it: `vit_jax.model.vit` and `vit_torch.model` build their modules
 from a spec, `vit_core.params` lists every parameter's key and shape as a function of it,
 the converters read a spec off a checkpoint's shapes (`vit_core.params.spec_from_official`)
 and write it as JSON beside every export (`to_json` / `from_json`).

@@ -1,6 +1,6 @@
 """The ViT variant table: one home for widths, depths, heads and MLP sizes.
 
-Framework-free on purpose (no jax, no torch): `vit_jax.models` and `vit_torch.model`
+Framework-free on purpose (no jax, no torch): `vit_jax.model.vit` and `vit_torch.model`
 both read it, so the two models can never disagree on what "B/16" means.
 
 Sources: Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words", Table 1 (Base,

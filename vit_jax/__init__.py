@@ -1,4 +1,9 @@
-"""vit-jax: the Vision Transformer in JAX/Flax (see README.md)."""
+"""vit-jax: the Vision Transformer in JAX/Flax (see README.md and ARCHITECTURE.md).
+
+The modules directly in this package are the commands (`python -m vit_jax.train`, ...;
+`cli.py` is what they share); the library lives in the packages: `model/` (the Flax
+model), `data/`, `training/`, `weights/` and `tools/`.
+"""
 
 import os
 

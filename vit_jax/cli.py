@@ -1,32 +1,30 @@
-"""What every vit-jax command-line tool shares: quiet logs, flags, errors, processes.
+"""What the vit-jax commands share: quiet logs, flag parsing, checkpoint arguments.
 
 `parse_flags` is absl's parser with `--config` and `--config.<field>` mistakes reported as
-`vit_core.errors.run_cli` reports every `UserError`: one `error:` line, exit code 2.
-`quiet_logs` silences TensorFlow's, absl's and orbax's start-up and INFO chatter, which
-would otherwise bury a tool's own output. `initialize_distributed` starts multi-host JAX;
-`stop_signals` tells the training loop that the process was asked to stop (SIGTERM or
-Ctrl-C).
+`vit_core.errors.run_cli` reports every `UserError`: one `error:` line, exit code 2. The
+config file is loaded and every `--config.<field>` checked against it before absl and
+ml_collections apply them. `quiet_logs` silences TensorFlow's, absl's and orbax's start-up
+and INFO chatter, which would otherwise bury a tool's own output. `add_checkpoint_args` /
+`checkpoint_arg` are the model arguments of the inference commands.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import difflib
+import importlib.util
 import logging
-import os
 import re
-import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import jax
+import ml_collections
 from absl import flags
 from absl import logging as absl_logging
-from jax.experimental import multihost_utils
 
 from vit_core.errors import ConfigError
+from vit_jax.weights import pretrained
 
 # Libraries whose INFO lines (orbax's dozens per checkpoint, TensorFlow's) are noise here;
 # urllib3 warns once per retried connection (tfds' downloads), before the one error line.
@@ -67,35 +65,6 @@ def quiet_logs() -> None:
             logger.addFilter(OrbaxFailureFilter())
 
 
-def config_error(error: BaseException, argv: list[str]) -> ConfigError:
-    """A readable `ConfigError` for ml_collections' errors about config files and fields.
-
-    Args:
-      error: what ml_collections raised (a KeyError/AttributeError for an unknown field,
-        an OSError for a config file that cannot be loaded).
-      argv: the command line, to name the flag at fault.
-
-    Returns:
-      The error to raise.
-    """
-    text = error.args[0] if error.args else str(error)
-    # ml_collections wraps a KeyError (whose text is the field's repr plus a hint) in an
-    # AttributeError; unwrap down to the text.
-    while isinstance(text, BaseException):
-        text = text.args[0] if text.args else ""
-    text = str(text)
-    unknown = (re.search(r'Key "([^"]+)" does not exist', text)
-               or re.match(r"""\s*['"]([^'"]+)['"]""", text))
-    if unknown:
-        close = re.search(r'Did you mean "([^"]+)"', text)
-        return unknown_field_error(unknown.group(1), argv, close.group(1) if close else None)
-    missing = re.search(r"Attempted \[[^]]+\]:\s*\n\s*(\S+)\s*\n\s*(.+)", text)
-    if missing:
-        return ConfigError(f"cannot load the config file {missing.group(1)}: "
-                           f"{missing.group(2).strip()}")
-    return ConfigError(text.strip().splitlines()[0] if text.strip() else repr(error))
-
-
 def unknown_field_error(field: str, argv: list[str], close: str | None) -> ConfigError:
     """The error for `--config.<field>` naming a field the config does not have.
 
@@ -115,6 +84,80 @@ def unknown_field_error(field: str, argv: list[str], close: str | None) -> Confi
                        "listed in configs/default.py)")
 
 
+def load_config_file(value: str) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file, as `config_flags` loads it ("PATH" or "PATH:ARG").
+
+    Args:
+      value: the `--config` flag's value.
+
+    Returns:
+      The ConfigDict.
+
+    Raises:
+      ConfigError: the file does not exist or cannot be read (the OS's reason).
+    """
+    path, sep, arg = value.partition(":")
+    spec = importlib.util.spec_from_file_location("_vit_jax_config_check", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load the config file {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except OSError as e:
+        raise ConfigError(f"cannot load the config file {path}: {e}") from None
+    return module.get_config(arg) if sep else module.get_config()
+
+
+def config_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The `--config` file and the `--config.<field>` flags of a command line.
+
+    Args:
+      argv: `sys.argv` (the program name first).
+
+    Returns:
+      (the config flag's value or None, every override flag as typed, without its value).
+    """
+    config, overrides = None, []
+    args = argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--":  # absl: what follows is positional
+            break
+        name = arg.split("=", 1)[0]
+        if name in ("--config", "-config"):
+            config = arg.split("=", 1)[1] if "=" in arg else (
+                args[i + 1] if i + 1 < len(args) else None)
+        elif name.startswith(("--config.", "--noconfig.")):
+            overrides.append(name)
+    return config, overrides
+
+
+def check_config_overrides(argv: list[str]) -> None:
+    """Checks every `--config.<field>` of `argv` against the config file it names.
+
+    Before absl and ml_collections apply the overrides, so that a typo is one line
+    naming the flag and the closest field, not ml_collections' traceback.
+
+    Args:
+      argv: `sys.argv`.
+
+    Raises:
+      ConfigError: the config file cannot be loaded, or an override names a field the
+        config does not have.
+    """
+    path, overrides = config_arguments(argv)
+    if path is None:
+        return  # absl reports a missing required --config
+    config = load_config_file(path)
+    for flag in overrides:
+        node: Any = config
+        for part in flag.split(".", 1)[1].split("."):
+            fields = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            if part not in fields:
+                close = difflib.get_close_matches(part, fields, n=1)
+                raise unknown_field_error(part, argv, close[0] if close else None)
+            node = node[part]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with mistakes as one 'error:' line and exit code 2.
 
@@ -126,17 +169,18 @@ def parse_flags(argv: list[str]) -> list[str]:
     """
     FLAGS = flags.FLAGS
     try:
+        check_config_overrides(argv)
         return FLAGS(argv)
+    except ConfigError as e:
+        error: Exception = e
     except flags.UnrecognizedFlagError as e:
         if not e.flagname.startswith("config."):
-            error: Exception = ConfigError(f"unknown flag --{e.flagname} (see --helpfull)")
-        else:  # config_flags registers one flag per existing field
+            error = ConfigError(f"unknown flag --{e.flagname} (see --helpfull)")
+        else:  # --config.<field> without --config: no field exists
             field = e.flagname.removeprefix("config.")
             known = [n.removeprefix("config.") for n in FLAGS if n.startswith("config.")]
             close = difflib.get_close_matches(field, known, n=1)
             error = unknown_field_error(field, argv, close[0] if close else None)
-    except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.<field>
-        error = config_error(e, argv)
     except flags.Error as e:  # a missing required flag, a bad value
         if re.match(r"flag --config\.(num_epochs|num_train_steps)=", str(e)):
             # e.g. `--config.num_epochs=None` to make a steps override count: not needed.
@@ -150,100 +194,53 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def load_config_flag(name: str = "config") -> Any:
-    """The ConfigDict of a `config_flags` flag, loading the file now.
+    """The ConfigDict of a `config_flags` flag (None if the flag was not given).
 
-    ml_collections loads a config file lazily, on first use, and reports a missing file
-    as two chained tracebacks; this turns that into a `ConfigError`.
+    `parse_flags` has already loaded the file and checked the overrides
+    (`check_config_overrides`), so what ml_collections loads here is known to be sound.
 
     Args:
       name: the flag's name.
 
     Returns:
-      The ConfigDict, or None if the flag was not given.
+      The ConfigDict, or None.
+    """
+    return getattr(flags.FLAGS, name)
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint or --model, --dataset and --data_dir: the inference commands' model.
+
+    Args:
+      parser: the command's parser (predict, visualize).
+    """
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint",
+                       help="a training workdir (python -m vit_jax.train --workdir ...) or an "
+                            "official-layout .npz file")
+    which.add_argument("--model", metavar="NAME",
+                       help="a released model by name (vit_jax/weights/pretrained.py, e.g. "
+                            "vit_base_patch16_224.augreg_in21k_ft_in1k, or hf-hub:ORG/REPO), "
+                            "downloaded into $VIT_JAX_CACHE on first use")
+    parser.add_argument("--dataset", default=None,
+                        help="tfds dataset whose class names label a .npz model's outputs "
+                             "(a workdir knows its own); default: class indices")
+    parser.add_argument("--data_dir", default=None,
+                        help="tfds data_dir holding that dataset's metadata")
+
+
+def checkpoint_arg(args: argparse.Namespace) -> str:
+    """The checkpoint path `add_checkpoint_args` asked for: --checkpoint, or --model's file.
+
+    Args:
+      args: parsed arguments with `checkpoint` and `model`.
+
+    Returns:
+      A workdir or `.npz` path (a released name is downloaded on first use).
 
     Raises:
-      ConfigError: the file does not exist or cannot be read.
+      CheckpointError: an unknown name, or its file cannot be had (one line).
     """
-    try:
-        config = getattr(flags.FLAGS, name)
-        if config is not None:
-            config.keys()  # a config that failed to load raises on first use
-        return config
-    except (AttributeError, KeyError) as e:  # an unknown --config.<field>, applied lazily
-        raise config_error(e, sys.argv) from None
-    except OSError as e:
-        while isinstance(e.__cause__, OSError):
-            e = e.__cause__
-        raise config_error(e, sys.argv) from None
-
-
-def initialize_distributed(coordinator: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
-    """`jax.distributed.initialize` from flags, or from the environment (SLURM, TPU pods,
-    JAX_COORDINATOR_ADDRESS...) when `VIT_JAX_DISTRIBUTED=1`; a no-op for one process.
-
-    Args:
-      coordinator: 'host:port' of process 0, or None.
-      num_processes: the number of processes (with `coordinator`).
-      process_id: this process's index (with `coordinator`).
-    """
-    if coordinator:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    elif os.environ.get("VIT_JAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()  # auto-detected cluster
-
-
-@contextlib.contextmanager
-def stop_signals(workdir: str) -> Iterator[Callable[[int], str | None]]:
-    """Notices SIGTERM (a preemption notice) and a first Ctrl-C, so the loop can save and stop.
-
-    The first SIGINT prints one line (a save follows; a second Ctrl-C stops at once) and
-    puts SIGINT back to the system's default, so that the second one ends the process
-    even while it waits in native code (a compile, a device transfer), with no traceback.
-    The previous handlers are back when the block exits. A SIGINT that the process was
-    started with ignored (a background job of a script) stays ignored.
-
-    Args:
-      workdir: named in the line printed on Ctrl-C.
-
-    Yields:
-      `stop_requested(step)`: None, or "SIGTERM" / "SIGINT" once one arrived. With several
-      processes, SIGTERM is seen at the same step by all of them (JAX's preemption
-      notifier); SIGINT is then left to Python (KeyboardInterrupt: `run_cli`'s one line).
-    """
-    received: list[str] = []
-    multi = jax.process_count() > 1
-
-    def on_sigterm(signum, frame):
-        received.append("SIGTERM")
-
-    def on_sigint(signum, frame):
-        received.append("SIGINT")
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the second Ctrl-C ends the process
-        # os.write: a print here could land inside the main thread's own write to stderr.
-        os.write(sys.stderr.fileno(), (
-            f"\nCtrl-C: saving a checkpoint in {workdir} after the current step (Ctrl-C "
-            "again stops at once, without saving)\n").encode())
-
-    def stop_requested(step: int) -> str | None:
-        if multi and multihost_utils.reached_preemption_sync_point(step):
-            return "SIGTERM"
-        return received[0] if received else None
-
-    previous = {}
-    # Several processes: JAX's preemption notifier owns SIGTERM, and a Ctrl-C on one host
-    # cannot stop the others at the same step.
-    wanted = {} if multi else {signal.SIGTERM: on_sigterm, signal.SIGINT: on_sigint}
-    for signum, handler in wanted.items():
-        if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
-            continue
-        # Outside the main thread (some test runners) no handler can be installed.
-        with contextlib.suppress(ValueError):
-            previous[signum] = signal.signal(signum, handler)
-    try:
-        yield stop_requested
-    finally:
-        for signum, handler in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signum, handler)
+    if args.checkpoint is not None:
+        return args.checkpoint
+    return pretrained.resolve(args.model)[0]

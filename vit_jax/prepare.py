@@ -4,7 +4,7 @@
   python -m vit_jax.prepare imagenet2012 --data_dir /data/tfds --manual_dir /data/imagenet
   python -m vit_jax.prepare folder:/data/flowers      # checks the folder, writes nothing
 
-A thin command over `vit_jax.dataset_info.prepare_dataset`, which calls tfds'
+A thin command over `vit_jax.data.dataset_info.prepare_dataset`, which calls tfds'
 `download_and_prepare` from Python: tfds' own `tfds build` needs apache_beam, which this
 project does not install. ImageNet cannot be downloaded automatically: put
 ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from image-net.org) in --manual_dir.
@@ -13,17 +13,13 @@ ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from image-net.org) in --ma
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 
-import tensorflow_datasets as tfds
-
 from vit_core.errors import run_cli
-from vit_jax.cli import quiet_logs
-from vit_jax.dataset_info import DatasetInfo, is_bundled, prepare_dataset
-from vit_jax.datasets import folder
+from vit_jax import cli
+from vit_jax.data import dataset_info
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,39 +38,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan(name: str, data_dir: str | None) -> str:
-    """The first line: what the command is about to do, and where."""
-    if name.startswith(folder.PREFIX):
-        path = os.path.abspath(os.path.expanduser(name[len(folder.PREFIX):]))
-        return (f"checking the image folder {path} (its layout and every image; nothing is "
-                "written: training reads the images from there)...")
-    where = data_dir or tfds.core.constants.DATA_DIR  # tfds' default
-    if is_bundled(name):
-        return f"preparing {name} in {where} (bundled: nothing is downloaded)..."
-    return (f"preparing {name} in {where}: downloading into {where}/downloads, then writing "
-            "the dataset there (a large dataset takes hours)...")
-
-
-def summary(name: str, info: DatasetInfo, seconds: float) -> str:
-    """One line: the prepared splits and their sizes."""
-    splits = ", ".join(f"{split} {n}" for split, n in info.num_examples.items())
-    return (f"{name} is ready: {info.num_classes} classes; {splits} examples "
-            f"({seconds:.0f} s)")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Prepares the dataset named on the command line; prints a line before and after."""
     args = parse_args(argv)
-    quiet_logs()
+    cli.quiet_logs()
 
     def run() -> None:
-        print(plan(args.name, args.data_dir), flush=True)
+        print(dataset_info.preparation_plan(args.name, args.data_dir), flush=True)
         start = time.time()
-        info = prepare_dataset(args.name, args.data_dir, manual_dir=args.manual_dir,
-                               progress=sys.stderr.isatty())
+        info = dataset_info.prepare_dataset(args.name, args.data_dir,
+                                            manual_dir=args.manual_dir,
+                                            progress=sys.stderr.isatty())
         if info.summary:  # a folder: its classes, split sizes and held-out validation
             print(info.summary, flush=True)
-        print(summary(args.name, info, time.time() - start), flush=True)
+        print(dataset_info.preparation_summary(args.name, info, time.time() - start),
+              flush=True)
 
     run_cli(run)  # a UserError becomes one "error:" line, exit code 2
 

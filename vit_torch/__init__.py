@@ -1,6 +1,6 @@
 """vit_torch: a PyTorch reference twin of the `vit_jax` Vision Transformer.
 
-Same function as `vit_jax.models.VisionTransformer`, built from the same
+Same function as `vit_jax.model.vit.VisionTransformer`, built from the same
 `vit_core.spec.ViTSpec`, with timm parameter names (`vit_torch.model`); tensors ⇄ the
 official `.npz` layout through the core's key maps (`vit_torch.convert`); `.pt`,
 `.safetensors` and Hugging Face directories (`vit_torch.files`); the command line

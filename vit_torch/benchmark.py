@@ -23,8 +23,8 @@ from vit_torch.model import create_model
 class TorchRunner:
     """Eager (or `torch.compile`d) train and inference steps of the twin.
 
-    The interface of `vit_jax.benchmark.Runner`: `prepare(mode, warmup)`, `run(mode, steps)`,
-    `step(mode)`, `traces(mode)`, `describe()` and `matmul_peak(dtype)`.
+    The interface of `vit_jax.tools.benchmark_runners.Runner`: `prepare(mode, warmup)`,
+    `run(mode, steps)`, `step(mode)`, `traces(mode)`, `describe()` and `matmul_peak(dtype)`.
 
     Args:
       variant, image_size, batch_size, num_classes: the model and batch.

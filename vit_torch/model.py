@@ -1,4 +1,4 @@
-"""The Vision Transformer in PyTorch: a reference twin of `vit_jax.models`.
+"""The Vision Transformer in PyTorch: a reference twin of `vit_jax.model.vit`.
 
 Computes exactly the function of the Flax model, built from the same `vit_core.spec.ViTSpec`
 (GELU form, LayerNorm epsilon, registers, "gap" pooling after the final norm, ...), with
@@ -60,7 +60,7 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
-# The official ResNet's epsilons (as `vit_jax.models`): weight standardisation divides by
+# The official ResNet's epsilons (as `vit_jax.model.vit`): weight standardisation divides by
 # std + 1e-5, GroupNorm adds 1e-6. (timm's hybrids use 1e-8 inside the square root and 1e-5.)
 STD_CONV_EPS = 1e-5
 GROUP_NORM_EPS = 1e-6
@@ -309,7 +309,7 @@ class VisionTransformer(nn.Module):
 
     Built from a `vit_core.spec.ViTSpec` (the architecture: sizes, image size, head,
     classifier, posemb, registers, LayerNorm epsilon, GELU form), whose fields mean what
-    they mean in `vit_jax.models.VisionTransformer`; the keywords are how a run trains.
+    they mean in `vit_jax.model.vit.VisionTransformer`; the keywords are how a run trains.
     A "sincos2d" model takes any image size: its table is made for each input's patch grid.
     Parameters follow timm's names; `init_weights` follows the official Flax initialisers.
     """

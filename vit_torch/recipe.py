@@ -1,13 +1,13 @@
 """The vit_jax training recipe in PyTorch: a reference for `parity/test_recipe.py`.
 
-One optimizer step here is one `vit_jax.steps.make_train_step` step with the optimizer of
-`vit_jax.optim.create_optimizer`, written with torch's own pieces where they compute the
+One optimizer step here is one `vit_jax.training.steps.make_train_step` step with the optimizer of
+`vit_jax.training.optim.create_optimizer`, written with torch's own pieces where they compute the
 same thing and by hand where they do not:
 
   schedule   `learning_rate`: linear warm-up, then cosine / linear / constant, the formula
              of `optim.create_schedule` (optax's linear, cosine and join schedules).
   mixing     `mix_batch`: Mixup / CutMix with the partner `torch.roll(x, 1, 0)` and
-             smooth-then-mix soft targets (`vit_jax.mixup`); the coefficients and box are
+             smooth-then-mix soft targets (`vit_jax.data.mixup`); the coefficients and box are
              passed in (`Mix`), since the two frameworks' random numbers differ.
   loss       soft-target cross-entropy, label smoothing as `optax.smooth_labels`.
   clipping   by the global norm *before* the optimizer (optax's chain order), with
@@ -15,7 +15,7 @@ same thing and by hand where they do not:
              scales by max/(‖g‖ + 1e-6), a different number.
   AdamW      `torch.optim.AdamW` (p ← p·(1 − η·wd), then the Adam step; eps outside the
              square root, as optax), decay on the kernels only (`decayed_parameters`);
-             "decoupled" decay is AdamW with wd/lr, as in `vit_jax.optim`.
+             "decoupled" decay is AdamW with wd/lr, as in `vit_jax.training.optim`.
 
 Never imports jax: the configs' fields come in as a mapping (`Recipe.from_config`).
 """
@@ -71,7 +71,7 @@ class Recipe:
 
 
 def learning_rate(step: int, recipe: Recipe) -> float:
-    """`vit_jax.optim.create_schedule` at `step`, in float64.
+    """`vit_jax.training.optim.create_schedule` at `step`, in float64.
 
     Args:
       step: the number of updates already taken.
@@ -98,7 +98,7 @@ def learning_rate(step: int, recipe: Recipe) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Mix:
-    """One batch's mixing (`vit_jax.mixup.MixParams` as plain numbers).
+    """One batch's mixing (`vit_jax.data.mixup.MixParams` as plain numbers).
 
     Attributes:
       ratio: λ, the weight of each example's own label.
@@ -119,7 +119,7 @@ def soft_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> to
 
 def mix_batch(images: torch.Tensor, labels: torch.Tensor, mix: Mix, num_classes: int,
               smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixes (B, C, H, W) images and (B,) labels with their partners (`vit_jax.mixup.mix`).
+    """Mixes (B, C, H, W) images and (B,) labels with their partners (`vit_jax.data.mixup.mix`).
 
     Returns:
       The mixed images and (B, K) soft targets.
@@ -140,7 +140,7 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, mix: Mix, num_classes:
 
 def decayed_parameters(model: VisionTransformer) -> set[str]:
     """Names of the parameters that weight decay applies to: those whose npz keys are
-    kernels, the rule of `vit_jax.optim.decays` (through the converter's name map)."""
+    kernels, the rule of `vit_jax.training.optim.decays` (through the converter's name map)."""
     return {p.timm_key for p in param_table(model.spec)
             if all(k.endswith("kernel") for k in p.npz_keys)}
 

@@ -1,7 +1,7 @@
 """Writes the sample image of the README's quick start: `python docs/samples/make_samples.py`.
 
 docs/samples/digit_3.png is the first 3 of the digits dataset's held-out test split
-(vit_jax/datasets/digits.py), exactly as the dataset stores it: 8×8 grayscale uint8. The
+(vit_jax/data/digits.py), exactly as the dataset stores it: 8×8 grayscale uint8. The
 quick-start model never trains on it, and predict/visualize resize it as evaluation does.
 """
 
@@ -20,7 +20,7 @@ SAMPLES = {"digit_3.png": 3}  # file name -> label of the test digit it holds
 
 def sample_digit(label: int) -> np.ndarray:
     """The first test-split digit of class `label`: uint8 (8, 8) in 0..255."""
-    from vit_jax.datasets import digits
+    from vit_jax.data import digits
 
     images, labels = digits.load_source()  # (N, 8, 8, 1), (N,)
     test = digits.split_indices(labels)["test"]

@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from vit_core.errors import CheckpointError, DiskFullError, WorkdirError
-from vit_jax import models
+from vit_jax.model import vit
 
 # Config fields that may change between runs in one workdir without changing the run.
 # (The step count is not among them: it shapes the learning-rate schedule.)
@@ -164,7 +164,7 @@ class TrainState(flax.struct.PyTreeNode):
 
     @classmethod
     def create(
-        cls, model: models.VisionTransformer, tx: optax.GradientTransformation,
+        cls, model: vit.VisionTransformer, tx: optax.GradientTransformation,
         config: ml_collections.ConfigDict, pretrained: Any = None,
     ) -> TrainState:
         """Fresh state: random init (seeded by config.seed), or the given params."""
@@ -342,7 +342,7 @@ class CheckpointStore:
 
         Args:
           state_shapes: `jax.eval_shape` of a fresh state (the restore target).
-          layout: the `vit_jax.parallel` layout that places the restored arrays.
+          layout: the `vit_jax.training.parallel` layout that places the restored arrays.
 
         Returns:
           The placed state, or None if the workdir has no checkpoint yet.

@@ -1,6 +1,6 @@
 """The steps that `vit_jax.benchmark` times: one `Runner` per framework.
 
-`JaxRunner` jits `vit_jax.steps.make_train_step` (forward, backward, clip, AdamW) with the
+`JaxRunner` jits `vit_jax.training.steps.make_train_step` (forward, backward, clip, AdamW) with the
 state donated, and the inference forward. The PyTorch twin's runner, which does the same
 work eagerly or under `torch.compile`, is `vit_torch.benchmark.TorchRunner`: vit_jax never
 imports torch, and `python -m benchmarks.speed` runs both in one process.
@@ -81,14 +81,15 @@ class Runner(abc.ABC):
 
 
 class JaxRunner(Runner):
-    """`vit_jax.steps.make_train_step` and the inference forward, each jitted once."""
+    """`vit_jax.training.steps.make_train_step` and the inference forward, each jitted once."""
 
     def __init__(self, opts: Options) -> None:
         import jax
         import jax.numpy as jnp
 
-        from vit_jax import models, optim, steps
-        from vit_jax.state import TrainState
+        from vit_jax.model import vit
+        from vit_jax.training import optim, steps
+        from vit_jax.training.state import TrainState
 
         config = default_config.get_config()
         m = config.model
@@ -97,7 +98,7 @@ class JaxRunner(Runner):
         m.attention_impl = None if opts.attention == "default" else opts.attention
         config.image_size, config.batch_size = opts.image_size, opts.batch_size
         config.optimizer, config.weight_decay, config.grad_clip_norm = "adamw", 1e-4, 1.0
-        model = models.model_from_config(config.model, opts.num_classes, config.image_size)
+        model = vit.model_from_config(config.model, opts.num_classes, config.image_size)
         tx, schedule = optim.create_optimizer(config, total_steps=1_000_000)
         self.state = jax.jit(lambda: TrainState.create(model, tx, config))()
         key_img, key_lab = jax.random.split(jax.random.key(0))
@@ -169,7 +170,7 @@ class JaxRunner(Runner):
                 "device": dev.device_kind, "donate_state": True}
 
     def matmul_peak(self, dtype: str) -> dict[str, float]:
-        from vit_jax import flops
+        from vit_jax.model import flops
 
         return flops.matmul_peak_flops(dtype)
 

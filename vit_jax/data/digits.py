@@ -11,7 +11,7 @@ Splits are fixed and stratified by class (scikit-learn `train_test_split`, seed 
   train       the remaining examples.
 
 Usage: importing this module registers the builder with tfds under the name "digits";
-`vit_jax.dataset_info` (used by the input pipeline) prepares it into the data_dir on first
+`vit_jax.data.dataset_info` (used by the input pipeline) prepares it into the data_dir on first
 use.
 """
 

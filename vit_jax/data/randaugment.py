@@ -42,7 +42,7 @@ Randomness is stateless: the ops and signs of an image are a pure function of it
 (the input pipeline derives it from config.seed and the example's position in the global
 stream), so a resumed run sees bit-identical images.
 
-Importing this module imports TensorFlow (~6 s); `vit_jax.input_pipeline` imports it only
+Importing this module imports TensorFlow (~6 s); `vit_jax.data.input_pipeline` imports it only
 when it builds a pipeline.
 """
 
@@ -54,7 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vit_core.errors import ConfigError
-from vit_jax.dataset_info import import_tensorflow
+from vit_jax.data.dataset_info import import_tensorflow
 
 tf = import_tensorflow()
 

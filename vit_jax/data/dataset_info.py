@@ -3,12 +3,12 @@
 A dataset is named by a string (config.dataset):
   * a tfds name ("digits", "cifar10", "imagenet2012", ...), read from config.data_dir,
     where it must have been prepared once (`python -m vit_jax.prepare NAME`); training never
-    downloads. The bundled "digits" (`vit_jax/datasets/digits.py`) prepares itself on
+    downloads. The bundled "digits" (`vit_jax/data/digits.py`) prepares itself on
     first use.
   * "folder:PATH", a folder of images, one subfolder per class
-    (`vit_jax/datasets/folder.py`).
+    (`vit_jax/data/folder.py`).
 
-`open_split` gives a split's records (images still encoded) for `vit_jax.input_pipeline`,
+`open_split` gives a split's records (images still encoded) for `vit_jax.data.input_pipeline`,
 `get_dataset_info` what the training loop needs, `prepare_dataset` prepares a tfds
 dataset (the library call of `python -m vit_jax.prepare`). A missing or unknown dataset
 raises `DatasetNotFoundError`, a `DatasetError` with a one-line message that says how to
@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from vit_core.errors import DatasetError
-from vit_jax.datasets import digits, folder  # importing digits registers it with tfds
+from vit_jax.data import digits, folder  # importing digits registers it with tfds
 
 _LOCAL_BUILDERS = frozenset({digits.Digits.name})  # built here, with no network
 # tfds retries a failed connection 10 times with exponential back-off (200 s of sleeps,
@@ -292,6 +292,43 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     if builder.name in _LOCAL_BUILDERS and not _is_prepared(builder):
         builder = _download_and_prepare(name, data_dir, None, progress=False)
     return builder
+
+
+def preparation_plan(name: str, data_dir: str | None) -> str:
+    """What `prepare_dataset` is about to do, and where (one line).
+
+    Args:
+      name: a tfds name or "folder:PATH".
+      data_dir: tfds data_dir (None: tfds' default).
+
+    Returns:
+      The line.
+    """
+    if name.startswith(folder.PREFIX):
+        path = os.path.abspath(os.path.expanduser(name[len(folder.PREFIX):]))
+        return (f"checking the image folder {path} (its layout and every image; nothing is "
+                "written: training reads the images from there)...")
+    where = data_dir or tfds.core.constants.DATA_DIR  # tfds' default
+    if is_bundled(name):
+        return f"preparing {name} in {where} (bundled: nothing is downloaded)..."
+    return (f"preparing {name} in {where}: downloading into {where}/downloads, then writing "
+            "the dataset there (a large dataset takes hours)...")
+
+
+def preparation_summary(name: str, info: DatasetInfo, seconds: float) -> str:
+    """One line: the prepared splits and their sizes.
+
+    Args:
+      name: the dataset's name.
+      info: what `prepare_dataset` returned.
+      seconds: how long it took.
+
+    Returns:
+      The line.
+    """
+    splits = ", ".join(f"{split} {n}" for split, n in info.num_examples.items())
+    return (f"{name} is ready: {info.num_classes} classes; {splits} examples "
+            f"({seconds:.0f} s)")
 
 
 def _keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:

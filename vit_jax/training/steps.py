@@ -1,9 +1,9 @@
 """The pure step functions every layout compiles: `train_step`, `eval_step`, the loss.
 
-`make_train_step` and `make_eval_step` build plain functions of arrays; `vit_jax.parallel`
-compiles them once for its layout (jit over a mesh, or pmap with `axis_name`). The
-training loop (`vit_jax.train`), `vit_jax.evaluate` and `vit_jax.benchmark` import them
-from here, so none of them imports another's command-line module.
+`make_train_step` and `make_eval_step` build plain functions of arrays;
+`vit_jax.training.parallel` compiles them once for its layout (jit over a mesh, or pmap
+with `axis_name`). The training loop (`vit_jax.training.trainer`), evaluation
+(`vit_jax.training.evaluation`) and the benchmarks (`vit_jax.tools`) import them from here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vit_jax import mixup, models
-from vit_jax.state import TrainState
+from vit_jax.data import mixup
+from vit_jax.model import vit
+from vit_jax.training.state import TrainState
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -28,7 +29,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
 
 
 def make_train_step(
-    model: models.VisionTransformer, tx: optax.GradientTransformation,
+    model: vit.VisionTransformer, tx: optax.GradientTransformation,
     schedule: optax.Schedule, config: ml_collections.ConfigDict, axis_name: str | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the pure step `(state, batch) -> (state, metrics)`.
@@ -40,7 +41,7 @@ def make_train_step(
     names the device axis and gradients/metrics are averaged with `lax.pmean`.
 
     With `mixup_alpha` or `cutmix_alpha` > 0 the whole batch is mixed first
-    (`vit_jax.mixup`, keyed by `mixup.step_key(seed, step)`), before any micro-batch
+    (`vit_jax.data.mixup`, keyed by `mixup.step_key(seed, step)`), before any micro-batch
     split, and the loss is the cross-entropy against the soft targets; "accuracy" is
     then against each example's own label. With both 0 the step is unchanged.
     """
@@ -96,7 +97,7 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model: models.VisionTransformer) -> Callable[..., dict[str, jax.Array]]:
+def make_eval_step(model: vit.VisionTransformer) -> Callable[..., dict[str, jax.Array]]:
     """Builds `(params, batch) -> sums` of correct top-1/top-5, loss and real examples."""
 
     def eval_step(params, batch):

@@ -1,6 +1,6 @@
 """vit_jax parameter trees ⇄ the official `.npz` layout, and fine-tuning surgery.
 
-The Flax tree of `vit_jax.models` uses the very names of the released checkpoints
+The Flax tree of `vit_jax.model.vit` uses the very names of the released checkpoints
 (`embedding/kernel`, `cls`, `Transformer/encoderblock_0/MultiHeadDotProductAttention_1/
 query/kernel`, ...; the parameter table is `vit_core.params`), so a tree maps onto the file
 by joining its paths with "/", except that `scan=True` models keep the blocks stacked under
@@ -90,7 +90,7 @@ def check_params(params: Mapping[str, Any], expected: Mapping[str, Any]) -> None
     Args:
       params: the loaded tree.
       expected: the model's tree (arrays or `jax.ShapeDtypeStruct`s, e.g. from
-        `vit_jax.models.param_shapes`).
+        `vit_jax.model.vit.param_shapes`).
 
     Raises:
       CheckpointError: one message naming every missing, unexpected or mis-shaped key.

@@ -4,7 +4,7 @@ The one home of the preprocessing: pixel scaling, augmentations, the eval resize
 Images reach the model as float32 (B, S, S, 3) in [-1, 1] (x / 127.5 - 1, as the
 released ViT checkpoints were trained); grayscale is repeated to 3 channels, alpha dropped.
 Finding and opening the data source (a tfds name or an image folder) and its errors, and
-`get_dataset_info`, are `vit_jax.dataset_info`.
+`get_dataset_info`, are `vit_jax.data.dataset_info`.
 
 Determinism (a run killed and resumed must train on bit-identical batches, and a
 P-process run must see the same global batches as a 1-process run):
@@ -35,12 +35,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vit_core.errors import ConfigError
+from vit_jax.data import folder, image_check
 
 # `tf = _tf()` opens every TF function below: TF is imported on first use, hidden from
 # accelerators (dataset_info owns that set-up, shared with the data sources).
-from vit_jax.dataset_info import import_tensorflow as _tf
-from vit_jax.dataset_info import open_split, split_num_examples
-from vit_jax.datasets import folder, image_check
+from vit_jax.data.dataset_info import import_tensorflow as _tf
+from vit_jax.data.dataset_info import open_split, split_num_examples
 
 # Pixel values: uint8 v ↦ v / 127.5 - 1 ∈ [-1, 1].
 PIXEL_SCALE = 127.5
@@ -141,8 +141,8 @@ def _decode_train_image(
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
     num_layers, magnitude = config.randaugment
     if num_layers:  # on uint8, as the ops are defined; 0 layers leaves the float path as is
-        # Imported here: it imports TensorFlow, which `import vit_jax.input_pipeline` must not.
-        from vit_jax import randaugment
+        # Imported here: it imports TensorFlow, which `import vit_jax.data.input_pipeline` must not.
+        from vit_jax.data import randaugment
 
         # A stream of its own: the crop and flip seeds stay those of a run without it.
         augment_seed = tf.random.experimental.stateless_fold_in(seed, RANDAUGMENT_STREAM)
@@ -200,8 +200,8 @@ def create_train_iter(
     """
     tf = _tf()
     local = _local_batch_size(global_batch_size, process_index, process_count)
-    # Imported here: it imports TensorFlow, which `import vit_jax.input_pipeline` must not.
-    from vit_jax import randaugment
+    # Imported here: it imports TensorFlow, which `import vit_jax.data.input_pipeline` must not.
+    from vit_jax.data import randaugment
 
     num_layers, _ = randaugment.check_config(config.randaugment)
     if num_layers and config.augment == "none":

@@ -1,7 +1,7 @@
 """The optimizer and learning-rate schedule of a training config (optax).
 
 `create_optimizer(config, total_steps)` returns the gradient transformation that
-`vit_jax.steps.make_train_step` applies and the schedule it reports.
+`vit_jax.training.steps.make_train_step` applies and the schedule it reports.
 
 Weight decay comes in two conventions (`config.weight_decay_convention`); both decay
 only the kernels (`decays`), and both follow the learning-rate schedule:

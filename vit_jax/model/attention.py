@@ -103,7 +103,7 @@ def _softmax_attention_fwd(q: Array, k: Array, v: Array) -> tuple[Array, Any]:
 
 
 def _softmax_attention_bwd(res: Any, dy: Array) -> tuple[Array, Array, Array]:
-    # Not shared with the forward's float32 upcasts (see vit_jax/ops.py's docstring).
+    # Not shared with the forward's float32 upcasts (see vit_jax/model/ops.py's docstring).
     qh, kh, vh, weights = jax.lax.optimization_barrier(res)
     scale = qh.shape[-1] ** -0.5
     dyh = dy.transpose(0, 2, 1, 3)  # (B, K, N, Dh)

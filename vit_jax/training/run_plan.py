@@ -32,7 +32,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from vit_core.errors import ConfigError
-from vit_jax.datasets import folder
+from vit_jax.data import folder
 
 # Split field → the split a dataset calls its own for that role.
 SPLIT_ROLES = {"train_split": "train", "eval_split": "validation", "test_split": "test"}

@@ -3,7 +3,7 @@
 `resolve(name_or_path, search_dirs)` turns `--config.init_checkpoint=NAME` (or the
 `--model NAME` of predict / evaluate / visualize) into a local `.npz` and the
 `config.model` options that fit it. A name's file is looked for in `search_dirs`, then in
-the download cache, and downloaded into the cache on first use (`vit_jax.download`: a
+the download cache, and downloaded into the cache on first use (`vit_jax.weights.download`: a
 cache under `$VIT_JAX_CACHE`, resume, sha256 record, lock, `VIT_JAX_OFFLINE=1`, a mirror
 via `$VIT_JAX_BASE_URL`); a file that cannot be had is one `DownloadError` line naming
 its URL and the path to put it at.
@@ -32,7 +32,7 @@ from vit_core.errors import CheckpointError, DownloadError
 from vit_core.files import read_official
 from vit_core.spec import DEFAULT_LAYER_NORM_EPS, ViTSpec
 from vit_core.variants import HYBRIDS, VARIANTS, WIDTHS, decode_variant
-from vit_jax import download, hub
+from vit_jax.weights import download, hub
 
 _VIT_MODELS = "https://storage.googleapis.com/vit_models/"
 _BIG_VISION = "https://storage.googleapis.com/big_vision/"
@@ -231,15 +231,15 @@ def resolve(
     name from `RELEASES` (or its alias, or either with ".npz") is looked up in each of
     `search_dirs`, under its bucket path (e.g. `DIR/imagenet21k/ViT-B_16.npz`) and under
     its file name (`DIR/ViT-B_16.npz`), then fetched through the download cache
-    (`vit_jax.download.fetch`: used from there, or downloaded into it on first use); the
+    (`vit_jax.weights.download.fetch`: used from there, or downloaded into it on first use); the
     file must hold the architecture the table gives (the official files of two families
-    share a file name). An "hf-hub:" name is fetched and converted by `vit_jax.hub`.
+    share a file name). An "hf-hub:" name is fetched and converted by `vit_jax.weights.hub`.
 
     Args:
       name_or_path: `--config.init_checkpoint`: a path, or a name such as
         "vit_base_patch16_224.augreg_in21k_ft_in1k", "imagenet21k/ViT-B_16", "ViT-B_16"
         or "i1k-s16-300ep", or a Hugging Face Hub repo "hf-hub:ORG/REPO" (fetched and
-        converted by `vit_jax.hub.resolve`).
+        converted by `vit_jax.weights.hub.resolve`).
       search_dirs: directories that hold downloaded checkpoints.
 
     Returns:
@@ -263,8 +263,8 @@ def resolve(
     if entry is None:
         raise CheckpointError(
             f"Checkpoint file not found: {given} (and not a released name; the names are the "
-            "keys of vit_jax.pretrained.RELEASES, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k,"
-            " or hf-hub:ORG/REPO)."
+            "keys of vit_jax.weights.pretrained.RELEASES, e.g. "
+            "vit_base_patch16_224.augreg_in21k_ft_in1k, or hf-hub:ORG/REPO)."
         )
     name, release = entry
     for directory in [os.fspath(d) for d in search_dirs]:

@@ -6,7 +6,7 @@ the released checkpoints as the parameter table `vit_core.params` lists them (`e
 `cls`, `registers`, `Transformer/posembed_input`, `Transformer/encoderblock_{i}`,
 `Transformer/encoder_norm`, `pre_logits`, `head`; big_vision's `MAPHead_0` for the
 attention-pooling head; a hybrid's ResNet as `conv_root`, `gn_root`, `block{i}/unit{j}`),
-so `vit_jax.checkpoint` maps the official `.npz` files onto this tree with no renaming
+so `vit_jax.weights.checkpoint` maps the official `.npz` files onto this tree with no renaming
 (only `scan=True` stacks the blocks on a leading axis).
 
 Shapes: B batch, H/W image size, P patch size, N tokens, D width, K heads, Dh = D/K.
@@ -32,8 +32,8 @@ from vit_core.spec import (
     ViTSpec,
     spec_from_config,
 )
-from vit_jax import ops
-from vit_jax.attention import dot_product_attention
+from vit_jax.model import ops
+from vit_jax.model.attention import dot_product_attention
 
 Dtype = Any
 Array = jax.Array
@@ -199,7 +199,7 @@ class AddPositionEmbs(nn.Module):
 class LayerNorm(nn.Module):
     """LayerNorm over the last axis with params `scale`/`bias` (the official names).
 
-    Statistics in float32; the backward pass saves only the input (see `vit_jax.ops`).
+    Statistics in float32; the backward pass saves only the input (see `vit_jax.model.ops`).
     """
 
     epsilon: float = DEFAULT_LAYER_NORM_EPS
@@ -239,7 +239,7 @@ class MultiHeadAttention(nn.Module):
 
     `query`/`key`/`value` kernels are (D, K, Dh) and `out` is (K, Dh, D), as in
     `flax.linen.MultiHeadDotProductAttention`, which produced the released checkpoints.
-    The attention itself is `vit_jax.attention.dot_product_attention`: by default a
+    The attention itself is `vit_jax.model.attention.dot_product_attention`: by default a
     softmax attention with a hand-written backward, "xla" or "cudnn" for
     `jax.nn.dot_product_attention` (cudnn: the GPU flash kernel). Given `kv`, the queries
     come from `x` and the keys and values from `kv` (cross-attention, the MAP head's); only
@@ -461,7 +461,7 @@ class VisionTransformer(nn.Module):
       dropout_rate, attention_dropout_rate: dropout after MLP/attention, on attention weights.
       stochastic_depth: the last block's drop-path rate (linear from 0 over the depth).
       attention_impl: None (vit_jax's softmax attention, hand-written backward), "xla" or
-        "cudnn" (`jax.nn.dot_product_attention`); see `vit_jax.attention`.
+        "cudnn" (`jax.nn.dot_product_attention`); see `vit_jax.model.attention`.
       remat: recompute each block's activations in the backward pass (saves memory);
         the same as remat_policy="none".
       remat_policy: what each block saves for the backward pass: "default" (everything

@@ -20,7 +20,7 @@ the file reading. This module wraps it for what it lacks:
 
 Files that are not readable JPEG/PNG images stop the run with an error naming them,
 rather than being skipped: a skipped file silently changes the data and the class balance,
-and a folder is quick to fix once. `vit_jax.datasets.image_check` decodes every file (in
+and a folder is quick to fix once. `vit_jax.data.image_check` decodes every file (in
 parallel, verdicts cached) and says what is accepted, converted or refused.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from vit_core.errors import DatasetError
-from vit_jax.datasets import image_check
+from vit_jax.data import image_check
 
 PREFIX = "folder:"  # config.dataset = PREFIX + PATH
 HELD_OUT_FRACTION = 0.1  # of each class of train/, when there is no val/

@@ -36,7 +36,7 @@ from vit_core.hf_config import labels_of, spec_from_hf
 from vit_core.layouts import hf_to_official, spec_from_timm, timm_to_official
 from vit_core.spec import ViTSpec
 from vit_core.variants import WIDTHS
-from vit_jax import download
+from vit_jax.weights import download
 
 PREFIX = "hf-hub:"
 CONFIG_FILE = "config.json"

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from vit_jax.dataset_info import import_tensorflow
+from vit_jax.data.dataset_info import import_tensorflow
 
 
 def _duration(seconds: float) -> str:

@@ -6,7 +6,7 @@ forward pass, and nothing for LayerNorm, softmax, GELU, biases or residual adds.
 A training step costs 3 forward passes (forward, and backward w.r.t. activations and
 weights), so training FLOPs = 6 × forward MACs and inference FLOPs = 2 × forward MACs.
 
-    python -c "from vit_jax import flops; print(flops.forward_macs('B/16', 224) / 1e9)"
+    python -c "from vit_jax.model import flops; print(flops.forward_macs('B/16', 224) / 1e9)"
 """
 
 from __future__ import annotations
