@@ -44,6 +44,28 @@ def drop_rows_after(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+class EventsWriter:
+    """Scalars into a TensorBoard events file of `workdir`, with TensorFlow's own writer.
+
+    Not clu's writer: it imports TensorBoard's hparams plugin, which subclasses a Keras
+    callback and so loads Keras and IPython (3 s of every training start).
+    """
+
+    def __init__(self, workdir: str) -> None:
+        self.tf = import_tensorflow()
+        self.writer = self.tf.summary.create_file_writer(workdir)
+
+    def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """Writes each scalar at `step` and flushes (a run may be killed at any time)."""
+        with self.writer.as_default(step=step):
+            for name, value in scalars.items():
+                self.tf.summary.scalar(name, float(value))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class Reporter:
     """Writes train/eval metrics; only process 0 writes files.
 
@@ -56,11 +78,7 @@ class Reporter:
 
     def __init__(self, workdir: str, total_steps: int, batch_size: int, start_step: int) -> None:
         self.is_main = jax.process_index() == 0
-        import_tensorflow()  # first: clu's TensorBoard writer imports TensorFlow
-        from clu import metric_writers
-
-        self.writer = metric_writers.create_default_writer(
-            workdir, just_logging=not self.is_main, asynchronous=False)
+        self.writer = EventsWriter(workdir) if self.is_main else None
         path = os.path.join(workdir, "history.jsonl")
         if self.is_main:
             drop_rows_after(path, start_step)
@@ -86,7 +104,7 @@ class Reporter:
             self.rates.append(rate)
         mean = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
         mean["images_per_second"] = rate
-        self.writer.write_scalars(step, {f"train/{k}": v for k, v in mean.items()})
+        self._scalars(step, {f"train/{k}": v for k, v in mean.items()})
         self._append({"step": step, "split": "train", **mean})
         eta = (self.total_steps - step) * (now - self.t0) / max(step - self.start_step, 1)
         if self.is_main:
@@ -99,7 +117,7 @@ class Reporter:
     def eval(self, step: int, split: str, result: dict[str, float]) -> None:
         """Writes and prints one evaluation."""
         scalars = {f"{split}/{k}": v for k, v in result.items() if k != "num_examples"}
-        self.writer.write_scalars(step, scalars)
+        self._scalars(step, scalars)
         self._append({"step": step, "split": split, **result})
         if self.is_main:
             print(f"eval  {step:>6d} | {split}: top-1 {result['top1']:.4f} | "
@@ -108,8 +126,7 @@ class Reporter:
 
     def fewshot(self, step: int, dataset: str, accuracies: dict[str, float]) -> None:
         """Writes and prints few-shot accuracies ({"5shot": mean top-1, ...}) of a dataset."""
-        self.writer.write_scalars(step, {f"fewshot/{dataset}_{k}": v
-                                         for k, v in accuracies.items()})
+        self._scalars(step, {f"fewshot/{dataset}_{k}": v for k, v in accuracies.items()})
         self._append({"step": step, "split": "fewshot", "dataset": dataset, **accuracies})
         if self.is_main:
             line = " | ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
@@ -120,13 +137,18 @@ class Reporter:
         return {"train": self.last_train,
                 "images_per_second": float(np.median(self.rates)) if self.rates else None}
 
+    def _scalars(self, step: int, scalars: dict[str, float]) -> None:
+        if self.writer:
+            self.writer.write_scalars(step, scalars)
+
     def _append(self, record: dict[str, Any]) -> None:
         if self.history:
             self.history.write(json.dumps(record) + "\n")
             self.history.flush()
 
     def close(self) -> None:
-        self.writer.flush()
+        if self.writer:
+            self.writer.close()
         if self.history:
             self.history.close()
             self.history = None
