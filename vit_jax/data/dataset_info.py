@@ -114,6 +114,22 @@ def import_tensorflow() -> Any:
     return tf
 
 
+def graph_fn(fn: Any) -> Any:
+    """`fn`, for a tf.data transformation, traced as written: without AutoGraph.
+
+    The pipeline's functions branch only on Python values (the config, static shapes);
+    AutoGraph would parse and rewrite each of them and every tfds decoder they call
+    (~2 s at each start of a training process) to find tensor conditions there are none of.
+
+    Args:
+      fn: a function of tensors.
+
+    Returns:
+      `fn`, marked for tf.data not to convert it.
+    """
+    return import_tensorflow().autograph.experimental.do_not_convert(fn)
+
+
 def _base_name(name: str) -> str:
     return name.split("/")[0].split(":")[0]  # "imagenet2012/subset:1.0.0" → "imagenet2012"
 
@@ -385,7 +401,7 @@ def open_split(dataset: str, data_dir: str | None, split: str) -> Split:
         n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
     if n == 0:
         raise DatasetError(f"Split {split!r} of {dataset!r} is empty.")
-    records = ds.map(lambda ex: {"image": ex[image_key], "label": ex[label_key]})
+    records = ds.map(graph_fn(lambda ex: {"image": ex[image_key], "label": ex[label_key]}))
     return Split(records=records, num_examples=n, image_feature=builder.info.features[image_key])
 
 

@@ -109,6 +109,8 @@ class ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
                        "image/filename": path}
             return self.info.features.decode_example(example, decoders=decoders)
 
+        # Traced as written, without AutoGraph (see vit_jax.data.dataset_info.graph_fn).
+        load = tf.autograph.experimental.do_not_convert(load)
         return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 

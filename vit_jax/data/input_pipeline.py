@@ -36,11 +36,11 @@ import tensorflow_datasets as tfds
 
 from vit_core.errors import ConfigError
 from vit_jax.data import folder, image_check
+from vit_jax.data.dataset_info import graph_fn, open_split, split_num_examples
 
 # `tf = _tf()` opens every TF function below: TF is imported on first use, hidden from
 # accelerators (dataset_info owns that set-up, shared with the data sources).
 from vit_jax.data.dataset_info import import_tensorflow as _tf
-from vit_jax.data.dataset_info import open_split, split_num_examples
 
 # Pixel values: uint8 v ↦ v / 127.5 - 1 ∈ [-1, 1].
 PIXEL_SCALE = 127.5
@@ -222,7 +222,7 @@ def create_train_iter(
         shuffled = records.shuffle(
             config.shuffle_buffer, seed=config.seed * 1_000_003 + e, reshuffle_each_iteration=False
         )
-        return shuffled.enumerate().map(lambda j, ex: (e * n + j, ex))
+        return shuffled.enumerate().map(graph_fn(lambda j, ex: (e * n + j, ex)))
 
     def mine(position: Any, _: Any) -> Any:  # row of the global batch → owning process
         return (position % global_batch_size) // local == process_index
@@ -232,8 +232,8 @@ def create_train_iter(
         image = _decode_train_image(ex["image"], seed, config, feature)
         return {"image": image, "label": tf.cast(ex["label"], tf.int32)}
 
-    ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch).skip(skip)
-    ds = ds.filter(mine).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.counter(start_epoch).flat_map(graph_fn(epoch)).skip(skip)
+    ds = ds.filter(graph_fn(mine)).map(graph_fn(decode), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local, drop_remainder=True).prefetch(config.prefetch)
     return _named_errors(iter(tfds.as_numpy(ds.with_options(_options()))), config.dataset)
 
@@ -278,8 +278,8 @@ def create_eval_iter(
         return {"image": image, "label": label, "mask": tf.constant(1.0, tf.float32)}
 
     ds = records.enumerate()
-    ds = ds.filter(lambda i, _: (i % global_batch_size) // local == process_index)
-    ds = ds.map(lambda _, ex: decode(ex), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.filter(graph_fn(lambda i, _: (i % global_batch_size) // local == process_index))
+    ds = ds.map(graph_fn(lambda _, ex: decode(ex)), num_parallel_calls=tf.data.AUTOTUNE)
     padding = {
         "image": tf.zeros([size, size, 3], tf.float32),
         "label": tf.constant(0, tf.int32),
