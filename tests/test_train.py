@@ -109,6 +109,21 @@ def test_jit_and_pmap_and_accumulation_agree(digits_dir, tmp_path, accum):
                      runs[name], runs["jit"])
 
 
+@pytest.mark.slow  # two runs under pmap (~15 s)
+def test_pmap_resumes_bit_identical_and_compiles_once(digits_dir, tmp_path):
+    """A pmap checkpoint (saved from device 0's copy) restores onto every device, on the
+    mesh the step's outputs live on: the resumed run compiles its step once."""
+    config = tiny_digits_config(digits_dir, parallelism="pmap", eval_split="", test_split=None)
+    trainer.train_and_evaluate(config, str(tmp_path / "full"))
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "12")  # as if killed after step 8
+    trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
+    jax.tree.map(np.testing.assert_array_equal, _params(str(tmp_path / "resumed")),
+                 _params(str(tmp_path / "full")))
+    with open(tmp_path / "resumed" / "metrics.json") as f:
+        assert json.load(f)["compiles"] == 1
+
+
 def test_batch_size_must_split_over_devices(digits_dir, tmp_path):
     config = tiny_digits_config(digits_dir, batch_size=12)
     with pytest.raises(ValueError, match="divisible by the number of devices"):
