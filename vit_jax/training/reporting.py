@@ -49,6 +49,9 @@ class EventsWriter:
 
     Not clu's writer: it imports TensorBoard's hparams plugin, which subclasses a Keras
     callback and so loads Keras and IPython (3 s of every training start).
+
+    Args:
+      workdir: the events file goes here (TensorBoard reads the folder).
     """
 
     def __init__(self, workdir: str) -> None:
@@ -56,7 +59,12 @@ class EventsWriter:
         self.writer = self.tf.summary.create_file_writer(workdir)
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
-        """Writes each scalar at `step` and flushes (a run may be killed at any time)."""
+        """Writes each scalar at `step` and flushes (a run may be killed at any time).
+
+        Args:
+          step: the training step the values belong to.
+          scalars: tag (e.g. "train/loss") → value.
+        """
         with self.writer.as_default(step=step):
             for name, value in scalars.items():
                 self.tf.summary.scalar(name, float(value))
