@@ -88,7 +88,7 @@ def load_model(path: str, *, dataset: str | None = None, data_dir: str | None = 
             f"{path} is not a checkpoint: expected a training workdir or a .npz.")
     try:
         return _load(path, dataset=dataset, data_dir=data_dir, step=step, **overrides)
-    except (OSError, zipfile.BadZipFile, KeyError) as e:  # corrupt file, unreadable workdir
+    except (OSError, zipfile.BadZipFile) as e:  # corrupt file, unreadable workdir
         raise CheckpointError(f"Cannot load the checkpoint {path}: {e}") from None
 
 
