@@ -1,6 +1,7 @@
 """Set-up for every test directory (tests/, parity/): runs before their conftests."""
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -24,23 +25,40 @@ if OWN_CACHE:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
-# The tests a measured run found slow (tests/update_slow_list.py writes the list).
-SLOW_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "slow_tests.txt")
+# Measured seconds per test (tests/update_durations.py writes the file and owns its format).
+DURATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "durations.txt")
+SLOW_SECONDS = 1.5  # a test measured at this or more is `slow`: the fast tier skips it
+
+
+def read_durations() -> dict[str, float]:
+    """{test id: measured seconds} (tests/update_durations.py's reader)."""
+    spec = importlib.util.spec_from_file_location(
+        "update_durations", os.path.join(os.path.dirname(DURATIONS), "update_durations.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_durations(DURATIONS)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks `slow` every test that tests/slow_tests.txt lists, and the tests that share
-    a listed test's parametrized module fixture: its cost is paid by whichever of them
-    runs first (parity's per-case fixtures)."""
-    if not os.path.exists(SLOW_LIST):
-        return
-    with open(SLOW_LIST) as f:
-        slow = {line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")}
-    listed = [item for item in items if item.nodeid in slow]
+    """Marks the slow tests, and orders the test files longest first.
+
+    Slow: measured at SLOW_SECONDS or more, or sharing such a test's parametrized module
+    fixture (its cost lands on whichever of them runs first: parity's per-case fixtures).
+    Order: the 2 xdist workers take whole files in this order (`--dist loadfile
+    --no-loadscope-reorder`); with the long files first, neither waits long for the other
+    at the end. Tests keep their order within a file.
+    """
+    seconds = read_durations()
+    listed = [item for item in items if seconds.get(item.nodeid, 0.0) >= SLOW_SECONDS]
     expensive = {shared for item in listed for shared in module_fixture_params(item)}
     for item in items:
-        if item.nodeid in slow or expensive & module_fixture_params(item):
+        if seconds.get(item.nodeid, 0.0) >= SLOW_SECONDS or expensive & module_fixture_params(item):
             item.add_marker(pytest.mark.slow)
+    per_file: dict[str, float] = {}
+    for item in items:
+        file = item.nodeid.split("::")[0]
+        per_file[file] = per_file.get(file, 0.0) + seconds.get(item.nodeid, 0.0)
+    items.sort(key=lambda item: -per_file[item.nodeid.split("::")[0]])  # stable
 
 
 def module_fixture_params(item) -> set:
