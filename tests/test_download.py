@@ -341,6 +341,28 @@ def test_predict_and_visualize_take_a_model_name(server, cache, monkeypatch, cap
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_analyze_and_fewshot_take_a_model_name(server, cache, monkeypatch, capsys, tmp_path,
+                                               testing_release, digits_dir):
+    """The released file is downloaded once and is the model both commands run."""
+    from PIL import Image
+
+    from vit_jax import analyze, fewshot
+
+    _mirror(monkeypatch, server)
+    image = tmp_path / "red.png"
+    Image.new("RGB", (20, 20), (200, 30, 50)).save(image)
+    analyze.main(["--model", testing_release, "--out", str(tmp_path / "figures"), str(image)])
+    assert "wrote " in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "figures" / "analysis.json")
+    fewshot.main(["--model", testing_release, "--dataset", "digits", "--data_dir", digits_dir,
+                  "--shots", "1", "--seeds", "1"])
+    assert "1-shot: top-1 " in capsys.readouterr().out
+    assert [path for path, _ in server.requests] == ["/vit_models/imagenet21k/ViT-testing.npz"]
+    with pytest.raises(SystemExit):  # one of --model and --checkpoint is needed
+        fewshot.main(["--dataset", "digits"])
+    assert "one of the arguments --checkpoint --model is required" in capsys.readouterr().err
+
+
 def test_cli_without_network_is_one_line_with_url_and_cache_path(cache, tmp_path):
     with socket.socket() as s:  # a port nobody listens on: refused, as without network
         s.bind(("127.0.0.1", 0))

@@ -2,7 +2,8 @@
 
 Writes Figure 7 of Dosovitskiy et al. 2020 (patch-embedding components, position-embedding
 similarity, mean attention distance) and attention maps of a workdir or official `.npz`
-as PNGs in DIR, with their numbers in `analysis.json`. What each figure shows and how it
+(or, with `--model NAME`, a released model) as PNGs in DIR, with their numbers in
+`analysis.json`. What each figure shows and how it
 is computed: `vit_jax.tools.analysis`, whose `analyze` does the work.
 """
 
@@ -27,8 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         epilog="example: python -m vit_jax.analyze --checkpoint runs/digits --out figures/")
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="image files for the attention figures (or use --dataset)")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a training workdir or an official-layout .npz file")
+    cli.add_model_args(parser)
     parser.add_argument("--out", required=True, help="folder for the PNGs")
     parser.add_argument("--dataset", default=None,
                         help="take the images from this tfds dataset (a workdir: its own "
@@ -45,9 +45,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.quiet_logs()
 
     def run() -> None:
-        result = analysis.analyze(args.checkpoint, args.out, args.images, dataset=args.dataset,
-                                  split=args.split, num_images=args.num_images,
-                                  num_maps=args.num_maps, data_dir=args.data_dir)
+        result = analysis.analyze(cli.checkpoint_arg(args), args.out, args.images,
+                                  dataset=args.dataset, split=args.split,
+                                  num_images=args.num_images, num_maps=args.num_maps,
+                                  data_dir=args.data_dir)
         for file in result["files"]:
             print(f"wrote {os.path.join(args.out, file)}", flush=True)
 

@@ -208,20 +208,29 @@ def load_config_flag(name: str = "config") -> Any:
     return getattr(flags.FLAGS, name)
 
 
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint or --model (one of them, required): the model a command runs.
+
+    Args:
+      parser: the command's parser (predict, visualize, analyze, fewshot).
+    """
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint",
+                       help="a training workdir (python -m vit_jax.train --workdir ...), an "
+                            "official-layout .npz file or a timm / Hugging Face model directory")
+    which.add_argument("--model", metavar="NAME",
+                       help="a released model by name (vit_jax/weights/pretrained.py, e.g. "
+                            "vit_base_patch16_224.augreg_in21k_ft_in1k, or hf-hub:ORG/REPO), "
+                            "downloaded into $VIT_JAX_CACHE on first use")
+
+
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     """--checkpoint or --model, --dataset and --data_dir: the inference commands' model.
 
     Args:
       parser: the command's parser (predict, visualize).
     """
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint",
-                       help="a training workdir (python -m vit_jax.train --workdir ...) or an "
-                            "official-layout .npz file")
-    which.add_argument("--model", metavar="NAME",
-                       help="a released model by name (vit_jax/weights/pretrained.py, e.g. "
-                            "vit_base_patch16_224.augreg_in21k_ft_in1k, or hf-hub:ORG/REPO), "
-                            "downloaded into $VIT_JAX_CACHE on first use")
+    add_model_args(parser)
     parser.add_argument("--dataset", default=None,
                         help="tfds dataset whose class names label a .npz model's outputs "
                              "(a workdir knows its own); default: class indices")
@@ -230,7 +239,7 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
 
 
 def checkpoint_arg(args: argparse.Namespace) -> str:
-    """The checkpoint path `add_checkpoint_args` asked for: --checkpoint, or --model's file.
+    """The checkpoint path `add_model_args` asked for: --checkpoint, or --model's file.
 
     Args:
       args: parsed arguments with `checkpoint` and `model`.

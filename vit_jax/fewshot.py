@@ -3,7 +3,9 @@
 The paper's §4.1 "linear few-shot accuracies", computed as big_vision's
 `evaluators/fewshot_lsr.py` (ridge regression on frozen pre-logits features; the method
 is described in `vit_jax.tools.linear_fewshot`, whose `evaluate_fewshot` does the work).
-Prints one line per shot count and then the results as JSON.
+CKPT is a workdir, an official `.npz` or a model directory; `--model NAME` takes a
+released model by name instead. Prints one line per shot count and then the results as
+JSON.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "closed-form ridge regression to ±1 targets on k train images per class, "
                     "top-1 on the test split; prints the mean over seeds.",
         epilog="example: python -m vit_jax.fewshot --checkpoint runs/digits --shots 1,5,10")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a training workdir or an official-layout .npz file")
+    cli.add_model_args(parser)
     parser.add_argument("--dataset", default=None,
                         help="tfds name or folder:PATH (default: the workdir's dataset)")
     parser.add_argument("--data_dir", default=None, help="tfds data_dir")
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def run() -> None:
         results = linear_fewshot.evaluate_fewshot(
-            args.checkpoint, args.dataset, data_dir=args.data_dir,
+            cli.checkpoint_arg(args), args.dataset, data_dir=args.data_dir,
             train_split=args.train_split, test_split=args.test_split,
             shots=parse_shots(args.shots), seeds=args.seeds, l2_reg=args.l2_reg,
             batch_size=args.batch_size, progress=True)
