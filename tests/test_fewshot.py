@@ -14,13 +14,14 @@ import os
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.linear_model import Ridge, RidgeClassifier
 
 from conftest import tiny_digits_config
 from vit_jax import fewshot
 from vit_jax.data import input_pipeline
 from vit_jax.model import vit as models
-from vit_jax.tools import linear_fewshot
+from vit_jax.tools import curves, linear_fewshot
 from vit_jax.training import trainer
 from vit_jax.weights import checkpoint
 
@@ -187,6 +188,11 @@ def test_training_writes_fewshot_to_history_tensorboard_and_metrics(digits_dir, 
     events.Reload()
     tags = events.Tags()["tensors"] + events.Tags()["scalars"]
     assert "fewshot/digits_5shot" in tags, tags
+    # `python -m vit_jax.plot` draws them in a third panel, one series per shot count.
+    series = curves.plot_curves(workdir, str(tmp_path / "curves.png"))
+    assert series["fewshot"] == {f"digits {k}-shot": ([4, 8], [r[f"{k}shot"] for r in rows])
+                                 for k in (1, 5)}
+    assert Image.open(tmp_path / "curves.png").size == (1500, 380)
 
 
 @pytest.mark.parametrize("layout", ["sharded", "pmap-replica"])

@@ -1,7 +1,8 @@
 """Training curves: `python -m vit_jax.plot WORKDIR --out curves.png`.
 
 Draws a workdir's `history.jsonl` (the loss and the accuracy, training and every
-evaluated split) with `vit_jax.tools.curves.plot_curves`.
+evaluated split; the few-shot accuracies when the run measured them) with
+`vit_jax.tools.curves.plot_curves`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m vit_jax.plot",
         description="Plot the training curves of a workdir from its history.jsonl: train loss "
-                    "and batch accuracy, and the loss and top-1 accuracy of every evaluated "
-                    "split.",
+                    "and batch accuracy, the loss and top-1 accuracy of every evaluated "
+                    "split, and the linear few-shot accuracies when the run measured them.",
         epilog="example: python -m vit_jax.plot runs/digits --out curves.png")
     parser.add_argument("workdir", help="a training workdir (python -m vit_jax.train --workdir)")
     parser.add_argument("--out", required=True, help="the PNG file to write")

@@ -3,14 +3,17 @@
 Reads the `history.jsonl` that training appends to (one JSON object per line:
 {"step", "split": "train" | <eval split>, "loss", "accuracy" (train) / "top1" (eval), ...})
 and draws two panels: the loss (log scale) and the accuracy, with the training metrics
-as lines (means over each logging window) and every evaluated split as markers. A run
-that was resumed logs some steps twice; the later record wins.
+as lines (means over each logging window) and every evaluated split as markers; a run with
+few-shot evaluation (`config.fewshot`: records {"split": "fewshot", "dataset",
+"1shot", "5shot", ...}) gets a third panel with one series per shot count. A run that was
+resumed logs some steps twice; the later record wins.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +23,8 @@ from vit_core.errors import ConfigError, WorkdirError
 
 HISTORY_FILE = "history.jsonl"
 TRAIN = "train"
+FEWSHOT = "fewshot"  # the split of the few-shot records (training/reporting.py)
+SHOTS_KEY = re.compile(r"^(\d+)shot$")  # their accuracy per shot count: "1shot", "5shot", ...
 
 
 def read_history(workdir: str) -> list[dict[str, Any]]:
@@ -66,12 +71,22 @@ def curves(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[list,
       history: records from `read_history`.
 
     Returns:
-      {"loss": {"train": ..., <split>: ...}, "accuracy": {"train": ..., <split>: ...}};
-      train accuracy is "accuracy", an eval split's is its top-1.
+      {"loss": {"train": ..., <split>: ...}, "accuracy": {"train": ..., <split>: ...},
+      "fewshot": {"<dataset> <k>-shot": ...}}; train accuracy is "accuracy", an eval
+      split's is its top-1; "fewshot" is empty for a run without few-shot evaluation.
     """
-    out: dict[str, dict[str, tuple[list, list]]] = {"loss": {}, "accuracy": {}}
+    out: dict[str, dict[str, tuple[list, list]]] = {"loss": {}, "accuracy": {}, FEWSHOT: {}}
     for record in history:
         split = record["split"]
+        if split == FEWSHOT:
+            shots = sorted((int(m.group(1)), key) for key in record
+                           if (m := SHOTS_KEY.match(key)) and record[key] is not None)
+            for k, key in shots:
+                label = f"{record.get('dataset', '')} {k}-shot".strip()
+                steps, values = out[FEWSHOT].setdefault(label, ([], []))
+                steps.append(record["step"])
+                values.append(float(record[key]))
+            continue
         acc_key = "accuracy" if split == TRAIN else "top1"
         for panel, key in (("loss", "loss"), ("accuracy", acc_key)):
             if record.get(key) is not None:
@@ -82,7 +97,7 @@ def curves(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[list,
 
 
 def plot_curves(workdir: str, out: str, title: str | None = None) -> dict[str, Any]:
-    """Writes the loss and accuracy curves of a workdir to a PNG.
+    """Writes the loss and accuracy curves (and few-shot accuracies) of a workdir to a PNG.
 
     Args:
       workdir: a training workdir (with `history.jsonl`).
@@ -99,8 +114,9 @@ def plot_curves(workdir: str, out: str, title: str | None = None) -> dict[str, A
     if not os.path.isdir(folder):
         raise ConfigError(f"Cannot write {out}: no folder {folder}.")
     series = curves(read_history(workdir))
-    fig = Figure(figsize=(10, 3.8), dpi=100, layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    panels = 3 if series[FEWSHOT] else 2
+    fig = Figure(figsize=(5 * panels, 3.8), dpi=100, layout="constrained")
+    ax_loss, ax_acc, *ax_fewshot = fig.subplots(1, panels)
     labels = {"loss": "loss (cross-entropy)", "accuracy": "accuracy"}
     for ax, panel in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         eval_splits = [s for s in series[panel] if s != TRAIN]
@@ -120,6 +136,15 @@ def plot_curves(workdir: str, out: str, title: str | None = None) -> dict[str, A
     if series["loss"] and min(min(v) for _, v in series["loss"].values()) > 0:
         ax_loss.set_yscale("log")
     ax_acc.set_ylim(top=1.01)  # room for markers at 100%
+    for ax in ax_fewshot:
+        for i, (label, (steps, values)) in enumerate(series[FEWSHOT].items()):
+            ax.plot(steps, values, marker="s", ms=4, lw=1, color=f"C{i}",
+                    label=f"{label} (last {values[-1]:.4f})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("linear few-shot top-1")
+        ax.set_ylim(top=1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title or os.path.basename(os.path.normpath(workdir)), fontsize=11)
     fig.savefig(out)
     return series
