@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from vit_core.spec import ViTSpec
 from vit_jax import benchmark
 from vit_jax.model import flops
 from vit_jax.model import vit as models
@@ -16,21 +18,60 @@ from vit_jax.model import vit as models
 @pytest.mark.parametrize("variant, gmacs", [("Ti/16", 1.26), ("S/16", 4.61), ("B/16", 17.6)])
 def test_forward_macs_match_reference_values(variant: str, gmacs: float) -> None:
     # The issue's reference values at 224² with a 1000-class head.
-    assert flops.forward_macs(variant, 224) / 1e9 == pytest.approx(gmacs, rel=0.01)
+    assert flops.forward_macs(ViTSpec.from_variant(variant)) / 1e9 == pytest.approx(gmacs, rel=0.01)
 
 
 def test_breakdown_and_step_flops() -> None:
-    b = flops.macs_breakdown("B/16", 224)
+    spec = ViTSpec.from_variant("B/16")
+    b = flops.macs_breakdown(spec)
     n, d, layers = 197, 768, 12
     assert b.qkv == layers * n * d * 3 * d
     assert b.attention_scores == b.attention_values == layers * n * n * d
     assert b.patch_embed == 196 * 16 * 16 * 3 * d
-    assert b.total == flops.forward_macs("B/16", 224)
-    assert flops.step_flops("B/16", 224, 8, "train") == 6 * 8 * b.total
-    assert flops.step_flops("B/16", 224, 8, "infer") == 2 * 8 * b.total
-    gap = flops.macs_breakdown("B/16", 224, classifier="gap", representation_size=128)
+    assert b.resnet == b.map_head == 0
+    assert b.total == flops.forward_macs(spec)
+    assert flops.step_flops(spec, 8, "train") == 6 * 8 * b.total
+    assert flops.step_flops(spec, 8, "infer") == 2 * 8 * b.total
+    gap = flops.macs_breakdown(spec.replace(classifier="gap", representation_size=128))
     assert gap.attention_scores == layers * 196 * 196 * d
     assert gap.pre_logits == d * 128 and gap.head == 128 * 1000
+
+
+def jaxpr_macs(jaxpr: jax.extend.core.Jaxpr) -> int:
+    """MACs of every dot_general and convolution of a jaxpr (sub-jaxprs included)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+        elif eqn.primitive.name == "conv_general_dilated":
+            rhs_spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
+            kernel = eqn.invars[1].aval.shape
+            per_output = kernel[rhs_spec[1]] * math.prod(kernel[i] for i in rhs_spec[2:])
+            total += math.prod(eqn.outvars[0].aval.shape) * per_output
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += jaxpr_macs(sub)
+    return total
+
+
+@pytest.mark.parametrize("variant, image_size, options", [
+    ("Ti/16", 64, {}),
+    ("testing", 32, {"classifier": "gap", "representation_size": 48, "num_registers": 2}),
+    ("testing", 32, {"classifier": "map", "num_registers": 1}),
+    ("R+Ti/16", 64, {}),  # AugReg's hybrid: the ResNet's root block alone
+    ("R50+B/16", 64, {}),  # 3 stages of bottleneck units, projections, strides
+    ("R50+B/16", 48, {"classifier": "gap"}),  # odd feature-map sides: "SAME" rounds up
+], ids=lambda v: str(v))
+def test_macs_are_the_models_own_products(variant: str, image_size: int, options: dict):
+    """The analytic count equals the MACs of every matrix product and convolution in the
+    traced forward pass (exact: no compile, only shapes)."""
+    spec = ViTSpec.from_variant(variant, image_size=image_size, num_classes=10, **options)
+    model = models.VisionTransformer(spec)
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+    traced = jax.make_jaxpr(lambda v, x: model.apply(v, x))(params, images)
+    assert flops.forward_macs(spec) == jaxpr_macs(traced.jaxpr)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"classifier": "gap", "representation_size": 48}])
@@ -45,8 +86,8 @@ def test_macs_agree_with_xla_cost_analysis(kwargs: dict) -> None:
     compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(params, images).compile()
     cost = compiled.cost_analysis()
     xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
-    analytic = 2 * batch * flops.forward_macs("Ti/16", size, num_classes=classes, **kwargs)
-    assert 1.0 <= xla / analytic <= 1.05
+    spec = ViTSpec.from_variant("Ti/16", image_size=size, num_classes=classes, **kwargs)
+    assert 1.0 <= xla / (2 * batch * flops.forward_macs(spec)) <= 1.05
 
 
 def test_end_to_end_both_frameworks(tmp_path, capsys) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from configs import default as default_config
+from vit_core.spec import ViTSpec
 
 MODES = ("infer", "train")  # infer is prepared first: GPU peak memory then reads per mode
 
@@ -43,6 +44,12 @@ class Options:
     @property
     def modes(self) -> tuple[str, ...]:
         return MODES if self.mode == "both" else (self.mode,)
+
+    @property
+    def spec(self) -> ViTSpec:
+        """The benchmarked architecture (what the FLOP count reads)."""
+        return ViTSpec.from_variant(self.variant, image_size=self.image_size,
+                                    num_classes=self.num_classes)
 
 
 

@@ -95,8 +95,7 @@ def run_benchmark(opts: Options, factories: Mapping[str, RunnerFactory] = RUNNER
         results[name] = {}
         for mode in opts.modes:
             step_s = _spread(times[name][mode])
-            step_flops = flops.step_flops(opts.variant, opts.image_size, opts.batch_size, mode,
-                                          num_classes=opts.num_classes)
+            step_flops = flops.step_flops(opts.spec, opts.batch_size, mode)
             tflops = step_flops / step_s["median"] / 1e12
             traces = runners[name].traces(mode)
             results[name][mode] = {
@@ -123,11 +122,10 @@ def run_benchmark(opts: Options, factories: Mapping[str, RunnerFactory] = RUNNER
         "environment": _environment(runners),
         "peak": peak,
         "flops": {
-            "forward_macs_per_image": flops.forward_macs(
-                opts.variant, opts.image_size, num_classes=opts.num_classes),
-            "per_step": {m: flops.step_flops(opts.variant, opts.image_size, opts.batch_size, m,
-                                             num_classes=opts.num_classes) for m in opts.modes},
-            "convention": "train = 6 x forward MACs, infer = 2 x forward MACs (matmuls only)",
+            "forward_macs_per_image": flops.forward_macs(opts.spec),
+            "per_step": {m: flops.step_flops(opts.spec, opts.batch_size, m) for m in opts.modes},
+            "convention": "train = 6 x forward MACs, infer = 2 x forward MACs (matmuls and "
+                          "convolutions only)",
         },
         "results": results,
         "ratios": ratios,
