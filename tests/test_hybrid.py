@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 import torch
 
 from configs import r50_b16
-from parity.harness import assert_rel_close
+from parity.harness import LOGITS_REL, assert_rel_close
 from vit_core import npz
 from vit_core.errors import CheckpointError, ConfigError
 from vit_core.layouts import (
@@ -97,21 +97,46 @@ def _timm_hybrid(seed: int = 0) -> TimmViT:
     return model.eval()
 
 
+def _official_std_conv(monkeypatch) -> None:
+    """timm's StdConv layers standardise as the official code does: (w - mean) / (std +
+    1e-5), instead of timm's (w - mean) / sqrt(var + 1e-8). The only formula the two differ
+    in: with it, timm's hybrid computes what the official one does, to round-off."""
+    from timm.layers import std_conv
+
+    def forward(self, x):
+        if getattr(self, "same_pad", False):
+            x = std_conv.pad_same(x, self.kernel_size, self.stride, self.dilation)
+        w = self.weight
+        dims = tuple(range(1, w.ndim))  # (C_out, C_in, kH, kW): per output channel
+        w = (w - w.mean(dims, keepdim=True)) / (w.std(dims, keepdim=True, unbiased=False)
+                                                + models.STD_CONV_EPS)
+        return torch.nn.functional.conv2d(x, w, self.bias, self.stride, self.padding,
+                                          self.dilation, self.groups)
+
+    for layer in (std_conv.StdConv2d, std_conv.StdConv2dSame):
+        monkeypatch.setattr(layer, "forward", forward)
+
+
+def _timm_logits(model: TimmViT, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+
+
 @pytest.mark.slow  # ~46 s here: three hybrid forwards in two frameworks, one compile
-def test_timm_hybrid_both_ways():
+def test_timm_hybrid_both_ways(monkeypatch):
     """timm → npz → vit_jax logits, and vit_jax's npz → timm (strict) logits.
 
     timm's StdConv puts its epsilon (1e-8) under the square root, the official one adds
     1e-5 to the std: a per-channel scale of ~1e-5/std(w) that the GroupNorm after each conv
     only partly absorbs. Measured here: 3.2e-6 (timm → vit_jax) and 9.2e-6 (vit_jax → timm)
-    of the logits' size; asserted within TIMM_REL (3× the larger). Our two models agree
-    within the parity suite's LOGITS_REL (`pytest parity/ -k hybrid`)."""
+    of the logits' size; asserted within TIMM_REL (3× the larger). With timm's StdConv
+    computing the official formula, the conversions are exact: within the parity suite's
+    LOGITS_REL, as our two models (`pytest parity/ -k hybrid`)."""
     model = _timm_hybrid()
     spec = ViTSpec.from_variant("testing-hybrid", num_classes=5, image_size=32,
                                 gelu_approximate=False)  # timm's exact GELU
     images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
-    with torch.no_grad():
-        want = model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    want = _timm_logits(model, images)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     assert spec_from_timm(sd, num_heads=4) == spec  # read off timm's shapes alone
     flat = timm_to_official(sd, spec)
@@ -127,9 +152,14 @@ def test_timm_hybrid_both_ways():
     fresh = _timm_hybrid(seed=3)
     sd = official_to_timm(checkpoint.params_to_npz_dict(params), spec)
     fresh.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, strict=True)
-    with torch.no_grad():
-        theirs = fresh(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    theirs = _timm_logits(fresh, images)
     assert_rel_close({"vit_jax→npz→timm": theirs}, {"vit_jax→npz→timm": ours}, TIMM_REL)
+    # The same two models with the official standardisation in timm: round-off apart.
+    _official_std_conv(monkeypatch)
+    assert_rel_close({"timm→npz→vit_jax": got}, {"timm→npz→vit_jax": _timm_logits(model, images)},
+                     LOGITS_REL)
+    assert_rel_close({"vit_jax→npz→timm": _timm_logits(fresh, images)},
+                     {"vit_jax→npz→timm": ours}, LOGITS_REL)
 
 
 def test_hf_and_big_vision_refuse_hybrids():
