@@ -1,6 +1,7 @@
 """Shared test set-up: 8 fake CPU devices (multi-device tests), quiet TensorFlow."""
 
 import os
+import signal
 
 # Must happen before jax initialises its backends (i.e. before any test imports jax).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -17,6 +18,21 @@ def digits_dir(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     dataset_info.get_dataset_info("digits", data_dir)
     return data_dir
+
+
+@pytest.fixture
+def sigint_reaches_children():
+    """The subprocesses a test starts get SIGINT as from a terminal.
+
+    A test runner started in the background of a script inherits SIGINT ignored, and an
+    ignored signal stays ignored across exec; a handled one is reset to the default.
+    (A `preexec_fn` would do it too, but forks this multithreaded process.)
+    """
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

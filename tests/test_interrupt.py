@@ -27,26 +27,12 @@ RUN = dict(image_size=8, batch_size=16, num_train_steps=20, warmup_steps=2,
            eval_split="", test_split="")
 SIGNAL_AFTER_STEP = 7  # not a checkpoint step: without the Ctrl-C save, steps 6-7 are lost
 TIMEOUT = 300  # seconds; every subprocess is SIGKILLed after it
+pytestmark = pytest.mark.usefixtures("sigint_reaches_children")
 
 
 @pytest.fixture(scope="module")
 def jax_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("jax_cache"))
-
-
-@pytest.fixture(autouse=True)
-def sigint_reaches_children():
-    """The subprocesses start with SIGINT as from a terminal.
-
-    A test runner started in the background of a script inherits SIGINT ignored, and an
-    ignored signal stays ignored across exec; a handled one is reset to the default.
-    (A `preexec_fn` would do it too, but forks this multithreaded process.)
-    """
-    before = signal.getsignal(signal.SIGINT)
-    if before == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 def _stopped_line(output: str) -> int:

@@ -7,7 +7,8 @@ Their final parameters are compared bit for bit (they are equal: the gradient al
 over 2 participants is the same sum either way). The tests of what depends on the layout
 run under "jit" (replicated state) and "fsdp" (state split over the 2 devices, so each
 process holds and checkpoints half of it). A last test stops a 2-process run with SIGTERM
-(JAX's preemption notifier picks a step both processes reach) and resumes it.
+to one process, then with a Ctrl-C on the other (JAX's preemption notifier picks a step
+both processes reach, each time) and resumes it.
 """
 
 from __future__ import annotations
@@ -167,30 +168,52 @@ def test_multihost_workdir_loads_for_inference(two_runs):
     assert_bit_identical(loaded.params, load_params(multi))
 
 
+def stopped_steps(procs: list[Trainer], pattern: str) -> int:
+    """The one step every process reports stopping at (a line matching `pattern` (\\d+))."""
+    stopped = {int(m) for p in procs for m in re.findall(pattern, p.output())}
+    assert len(stopped) == 1, [p.tail() for p in procs]  # the same step on both
+    return stopped.pop()
+
+
 @JIT_ONLY
 @pytest.mark.slow
-def test_sigterm_stops_both_processes_at_one_step_and_they_resume(
+@pytest.mark.usefixtures("sigint_reaches_children")
+def test_sigterm_or_ctrl_c_on_one_process_stops_both_at_one_step_and_they_resume(
         two_runs, digits_dir, jax_cache, tmp_path):
+    """SIGTERM to process 0 (a preemption notice), then a Ctrl-C on process 1 only (a
+    terminal on one host): each time both processes save one step and stop; the same
+    command resumes, and the result is the uninterrupted run's, bit for bit."""
     workdir = str(tmp_path / "wd")
     flags = train_flags(workdir, digits_dir, **PREEMPTED_RUN)
+    slow = subprocess_env(1, jax_cache, VIT_TEST_STEP_DELAY="0.2")
     procs = []
     try:
-        slow = subprocess_env(1, jax_cache, VIT_TEST_STEP_DELAY="0.2")
         procs = multihost(flags, tmp_path, "term", slow)
         procs[0].wait_until(lambda: max(logged_train_steps(workdir), default=0) >= 5, "step 5")
         procs[0].signal(signal.SIGTERM)  # only process 0 is told; both must stop
         assert [p.wait() for p in procs] == [0, 0], [p.tail() for p in procs]
-        stopped = {int(m) for p in procs for m in re.findall(
-            r"Preempted \(SIGTERM\): checkpoint saved at step (\d+)", p.output())}
-        assert len(stopped) == 1, [p.tail() for p in procs]  # the same step on both
-        step = stopped.pop()
-        assert 5 <= step < RUN["num_train_steps"]
-        assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
+        first = stopped_steps(procs, r"Preempted \(SIGTERM\): checkpoint saved at step (\d+)")
+        assert 5 <= first < RUN["num_train_steps"]
+        assert str(first) in os.listdir(os.path.join(workdir, "checkpoints"))
+
+        procs = multihost(flags, tmp_path, "int", slow)
+        procs[0].wait_until(
+            lambda: max(logged_train_steps(workdir), default=0) >= first + 2, f"step {first + 2}")
+        procs[1].signal(signal.SIGINT)  # Ctrl-C on process 1's terminal only
+        assert [p.wait() for p in procs] == [0, 130], [p.tail() for p in procs]
+        for p in procs:
+            assert f"Resuming from the checkpoint at step {first} " in p.output()
+            assert "Traceback" not in p.output(), p.tail()
+        second = stopped_steps(procs, r"(?:Preempted \(SIGTERM\): checkpoint saved at|"
+                                      r"Interrupted \(Ctrl-C\) at) step (\d+)")
+        assert "Interrupted (Ctrl-C) at step" in procs[1].output()
+        assert first + 2 <= second < RUN["num_train_steps"]
+        assert str(second) in os.listdir(os.path.join(workdir, "checkpoints"))
 
         procs = multihost(flags, tmp_path, "again", subprocess_env(1, jax_cache))
         assert [p.wait() for p in procs] == [0, 0], [p.tail() for p in procs]
         for p in procs:
-            assert f"Resuming from the checkpoint at step {step} " in p.output()
+            assert f"Resuming from the checkpoint at step {second} " in p.output()
     finally:
         for p in procs:
             p.kill()

@@ -33,6 +33,7 @@ RELEASE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 SECTION = "### Fine-tune a released ViT on your images"
 CLASSES = {"daisy": (230, 220, 60), "rose": (200, 30, 50), "tulip": (150, 60, 200)}
 TIMEOUT = 600  # seconds per command; then the process group is SIGKILLed
+pytestmark = pytest.mark.usefixtures("sigint_reaches_children")  # Ctrl-C as a terminal's
 
 
 def readme_blocks() -> list[tuple[str, str]]:
@@ -106,16 +107,6 @@ def _folder(root) -> None:
                 size = rng.integers(40, 90, 2)  # any size, as a user's photos
                 pixels = np.clip(np.array(colour) + rng.integers(-40, 40, (*size, 3)), 0, 255)
                 Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
-
-
-@pytest.fixture(autouse=True)
-def sigint_reaches_children():
-    """The subprocesses start with SIGINT as from a terminal (see test_interrupt.py)."""
-    before = signal.getsignal(signal.SIGINT)
-    if before == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 class Shell:

@@ -2,7 +2,8 @@
 
 `initialize_distributed` starts multi-host JAX (from flags, or from the cluster's
 environment); `stop_signals` tells the training loop that the process was asked to stop
-(SIGTERM, a preemption notice, or a first Ctrl-C), so that it saves and returns.
+(SIGTERM, a preemption notice, or a first Ctrl-C), so that it saves and returns; with
+several processes, all of them at the same step.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def stop_signals(workdir: str) -> Iterator[Callable[[int], str | None]]:
 
     Yields:
       `stop_requested(step)`: None, or "SIGTERM" / "SIGINT" once one arrived. With several
-      processes, SIGTERM is seen at the same step by all of them (JAX's preemption
-      notifier); SIGINT is then left to Python (KeyboardInterrupt: `run_cli`'s one line).
+      processes, all of them stop at the same step (JAX's preemption notifier, which owns
+      SIGTERM there): a Ctrl-C on one host is passed on to it as this process's own
+      SIGTERM, and that process reports "SIGINT", the others "SIGTERM".
     """
     received: list[str] = []
     multi = jax.process_count() > 1
@@ -65,16 +67,20 @@ def stop_signals(workdir: str) -> Iterator[Callable[[int], str | None]]:
         os.write(sys.stderr.fileno(), (
             f"\nCtrl-C: saving a checkpoint in {workdir} after the current step (Ctrl-C "
             "again stops at once, without saving)\n").encode())
+        if multi:  # the notifier tells every process; they agree on a step to stop at
+            signal.raise_signal(signal.SIGTERM)
 
     def stop_requested(step: int) -> str | None:
-        if multi and multihost_utils.reached_preemption_sync_point(step):
-            return "SIGTERM"
+        if multi:
+            if not multihost_utils.reached_preemption_sync_point(step):
+                return None
+            return "SIGINT" if received else "SIGTERM"
         return received[0] if received else None
 
     previous = {}
-    # Several processes: JAX's preemption notifier owns SIGTERM, and a Ctrl-C on one host
-    # cannot stop the others at the same step.
-    wanted = {} if multi else {signal.SIGTERM: on_sigterm, signal.SIGINT: on_sigint}
+    # Several processes: JAX's preemption notifier owns SIGTERM (a handler of its own).
+    wanted = {signal.SIGINT: on_sigint} if multi else {signal.SIGTERM: on_sigterm,
+                                                       signal.SIGINT: on_sigint}
     for signum, handler in wanted.items():
         if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
             continue
