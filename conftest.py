@@ -49,10 +49,11 @@ def pytest_collection_modifyitems(config, items):
     at the end. Tests keep their order within a file.
     """
     seconds = read_durations()
-    listed = [item for item in items if seconds.get(item.nodeid, 0.0) >= SLOW_SECONDS]
-    expensive = {shared for item in listed for shared in module_fixture_params(item)}
+    slow = {item.nodeid for item in items if seconds.get(item.nodeid, 0.0) >= SLOW_SECONDS}
+    expensive = {shared for item in items if item.nodeid in slow
+                 for shared in module_fixture_params(item)}
     for item in items:
-        if seconds.get(item.nodeid, 0.0) >= SLOW_SECONDS or expensive & module_fixture_params(item):
+        if item.nodeid in slow or expensive & module_fixture_params(item):
             item.add_marker(pytest.mark.slow)
     per_file: dict[str, float] = {}
     for item in items:
