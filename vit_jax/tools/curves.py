@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
 
 from vit_core.errors import ConfigError, WorkdirError
-
-HISTORY_FILE = "history.jsonl"
-TRAIN = "train"
-FEWSHOT = "fewshot"  # the split of the few-shot records (training/reporting.py)
-SHOTS_KEY = re.compile(r"^(\d+)shot$")  # their accuracy per shot count: "1shot", "5shot", ...
+from vit_jax.training.history import FEWSHOT_SPLIT, HISTORY_FILE, SHOTS_KEY, TRAIN_SPLIT
 
 
 def read_history(workdir: str) -> list[dict[str, Any]]:
@@ -61,7 +56,7 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
         records[key] = record
     if not records:
         raise WorkdirError(f"{path} has no records yet: plot after the first logged step.")
-    return sorted(records.values(), key=lambda r: (r["step"], r["split"] != TRAIN))
+    return sorted(records.values(), key=lambda r: (r["step"], r["split"] != TRAIN_SPLIT))
 
 
 def curves(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[list, list]]]:
@@ -75,19 +70,20 @@ def curves(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[list,
       "fewshot": {"<dataset> <k>-shot": ...}}; train accuracy is "accuracy", an eval
       split's is its top-1; "fewshot" is empty for a run without few-shot evaluation.
     """
-    out: dict[str, dict[str, tuple[list, list]]] = {"loss": {}, "accuracy": {}, FEWSHOT: {}}
+    out: dict[str, dict[str, tuple[list, list]]] = {
+        "loss": {}, "accuracy": {}, FEWSHOT_SPLIT: {}}
     for record in history:
         split = record["split"]
-        if split == FEWSHOT:
+        if split == FEWSHOT_SPLIT:
             shots = sorted((int(m.group(1)), key) for key in record
                            if (m := SHOTS_KEY.match(key)) and record[key] is not None)
             for k, key in shots:
                 label = f"{record.get('dataset', '')} {k}-shot".strip()
-                steps, values = out[FEWSHOT].setdefault(label, ([], []))
+                steps, values = out[FEWSHOT_SPLIT].setdefault(label, ([], []))
                 steps.append(record["step"])
                 values.append(float(record[key]))
             continue
-        acc_key = "accuracy" if split == TRAIN else "top1"
+        acc_key = "accuracy" if split == TRAIN_SPLIT else "top1"
         for panel, key in (("loss", "loss"), ("accuracy", acc_key)):
             if record.get(key) is not None:
                 steps, values = out[panel].setdefault(split, ([], []))
@@ -114,14 +110,14 @@ def plot_curves(workdir: str, out: str, title: str | None = None) -> dict[str, A
     if not os.path.isdir(folder):
         raise ConfigError(f"Cannot write {out}: no folder {folder}.")
     series = curves(read_history(workdir))
-    panels = 3 if series[FEWSHOT] else 2
+    panels = 3 if series[FEWSHOT_SPLIT] else 2
     fig = Figure(figsize=(5 * panels, 3.8), dpi=100, layout="constrained")
     ax_loss, ax_acc, *ax_fewshot = fig.subplots(1, panels)
     labels = {"loss": "loss (cross-entropy)", "accuracy": "accuracy"}
     for ax, panel in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        eval_splits = [s for s in series[panel] if s != TRAIN]
+        eval_splits = [s for s in series[panel] if s != TRAIN_SPLIT]
         for split, (steps, values) in series[panel].items():
-            if split == TRAIN:
+            if split == TRAIN_SPLIT:
                 name = "train" if panel == "loss" else "train (batch accuracy)"
                 ax.plot(steps, values, color="C0", lw=1.5, label=name)
             else:
@@ -137,7 +133,7 @@ def plot_curves(workdir: str, out: str, title: str | None = None) -> dict[str, A
         ax_loss.set_yscale("log")
     ax_acc.set_ylim(top=1.01)  # room for markers at 100%
     for ax in ax_fewshot:
-        for i, (label, (steps, values)) in enumerate(series[FEWSHOT].items()):
+        for i, (label, (steps, values)) in enumerate(series[FEWSHOT_SPLIT].items()):
             ax.plot(steps, values, marker="s", ms=4, lw=1, color=f"C{i}",
                     label=f"{label} (last {values[-1]:.4f})")
         ax.set_xlabel("step")

@@ -39,6 +39,7 @@ from vit_core.errors import ConfigError
 from vit_jax.data import dataset_info, input_pipeline
 from vit_jax.model import vit
 from vit_jax.tools import prediction
+from vit_jax.training.history import shots_key
 from vit_jax.weights import loading
 
 BIAS_CONSTANT = 100.0  # big_vision: "large so it's almost unregularized"
@@ -285,7 +286,7 @@ def evaluator_from_config(config: ml_collections.ConfigDict,
 
 def summarize(results: dict[int, list[float]]) -> dict[str, float]:
     """{"1shot": mean accuracy over seeds, ...}: the figures to report."""
-    return {f"{k}shot": float(np.mean(v)) for k, v in results.items()}
+    return {shots_key(k): float(np.mean(v)) for k, v in results.items()}
 
 
 def evaluate_fewshot(checkpoint: str | loading.LoadedModel, dataset: str | None = None, *,

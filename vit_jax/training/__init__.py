@@ -8,6 +8,7 @@
   optim.py        the optimizer and learning-rate schedule
   run_plan.py     how long and on which splits a run trains
   reporting.py    progress lines, history.jsonl, TensorBoard
+  history.py      the history.jsonl format (its rows; resumed runs' repeats dropped)
   processes.py    multi-host start-up and stop signals (SIGTERM, Ctrl-C)
   host_memory.py  keeping freed host memory (glibc) for the next step
 """

@@ -11,37 +11,12 @@ import jax
 import numpy as np
 
 from vit_jax.data.dataset_info import import_tensorflow
+from vit_jax.training.history import FEWSHOT_SPLIT, HISTORY_FILE, TRAIN_SPLIT, drop_rows_after
 
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def drop_rows_after(path: str, step: int) -> None:
-    """Removes the history rows of steps after `step` (a resumed run writes them again).
-
-    A run killed after logging step 130 but checkpointed at step 100 resumes at 100 and
-    logs 110..130 once more; without this, `history.jsonl` would hold them twice. A last
-    line cut off by the kill is dropped too.
-
-    Args:
-      path: the `history.jsonl` file (nothing happens if it does not exist).
-      step: the step the run resumes from.
-    """
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path) as f:
-        for line in f:
-            try:
-                if json.loads(line)["step"] <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut off by a kill
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
 
 
 class EventsWriter:
@@ -87,7 +62,7 @@ class Reporter:
     def __init__(self, workdir: str, total_steps: int, batch_size: int, start_step: int) -> None:
         self.is_main = jax.process_index() == 0
         self.writer = EventsWriter(workdir) if self.is_main else None
-        path = os.path.join(workdir, "history.jsonl")
+        path = os.path.join(workdir, HISTORY_FILE)
         if self.is_main:
             drop_rows_after(path, start_step)
         # Open for the reporter's lifetime (closed in close()); appended to on resume.
@@ -113,7 +88,7 @@ class Reporter:
         mean = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
         mean["images_per_second"] = rate
         self._scalars(step, {f"train/{k}": v for k, v in mean.items()})
-        self._append({"step": step, "split": "train", **mean})
+        self._append({"step": step, "split": TRAIN_SPLIT, **mean})
         eta = (self.total_steps - step) * (now - self.t0) / max(step - self.start_step, 1)
         if self.is_main:
             print(f"step {step:>6d}/{self.total_steps} | loss {mean['loss']:.4f} | "
@@ -135,7 +110,7 @@ class Reporter:
     def fewshot(self, step: int, dataset: str, accuracies: dict[str, float]) -> None:
         """Writes and prints few-shot accuracies ({"5shot": mean top-1, ...}) of a dataset."""
         self._scalars(step, {f"fewshot/{dataset}_{k}": v for k, v in accuracies.items()})
-        self._append({"step": step, "split": "fewshot", "dataset": dataset, **accuracies})
+        self._append({"step": step, "split": FEWSHOT_SPLIT, "dataset": dataset, **accuracies})
         if self.is_main:
             line = " | ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
             print(f"eval  {step:>6d} | few-shot {dataset}: {line}", flush=True)
